@@ -1,0 +1,1 @@
+"""Subcommands of the ``atacformer`` CLI, one module per area (see ``atacformer.cli``)."""

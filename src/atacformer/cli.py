@@ -1,0 +1,48 @@
+"""The ``atacformer`` command line. Thin: each subcommand lives in ``atacformer/_cli/<area>.py``,
+which defines ``register(subparsers)`` and a handler that calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import import_module
+
+from . import __version__
+
+# one module per area of the data flow; each adds its subcommands
+_AREAS = ("ingest", "model", "dna", "downstream", "epiattend")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atacformer", description="scATAC-seq foundation model toolkit")
+    parser.add_argument("--version", action="version", version=f"atacformer {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for area in _AREAS:
+        try:
+            module = import_module(f"atacformer._cli.{area}")
+        except ModuleNotFoundError as err:
+            if err.name == f"atacformer._cli.{area}":
+                continue  # area not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"atacformer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
