@@ -1,0 +1,111 @@
+"""Block-diagonal (per-cell) self-attention over a packed token stream, and over padded batches.
+
+Backends for a packed stream of T tokens with boundaries ``cu_seqlens``:
+
+- ``flash``: flash-attn's ``flash_attn_varlen_func`` (CUDA, fp16/bf16, when flash-attn is installed);
+- ``segments``: one ``F.scaled_dot_product_attention`` call per cell on its own slice (any device,
+  exact, no padding; the fastest PyTorch path on CPU, see ``benchmarks/RESULTS.md``);
+- ``flex``: FlexAttention with a document mask (block-sparse; only worthwhile compiled on GPU).
+
+Padded batches use one SDPA call with a key-padding mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+try:  # optional GPU kernel
+    from flash_attn import flash_attn_varlen_func
+except ImportError:  # pragma: no cover - depends on the environment
+    flash_attn_varlen_func = None
+
+BACKENDS = ("auto", "flash", "segments", "flex")
+
+
+@dataclass
+class AttentionContext:
+    """Per-forward layout information shared by all layers (built once, not per layer)."""
+
+    cu_seqlens: torch.Tensor | None = None  # (B+1,) int32, packed layout
+    max_seqlen: int = 0
+    bounds: list[tuple[int, int]] | None = None  # python (start, end) per cell, for the segment loop
+    key_mask: torch.Tensor | None = None  # (B, 1, 1, L) bool, padded layout
+    block_mask: object | None = None  # FlexAttention BlockMask
+    backend: str = "segments"
+
+    @property
+    def packed(self) -> bool:
+        return self.key_mask is None
+
+
+def flash_available(device: torch.device) -> bool:
+    return flash_attn_varlen_func is not None and device.type == "cuda"
+
+
+def packed_context(cu_seqlens: torch.Tensor, max_seqlen: int, *, device: torch.device,
+                   backend: str = "auto") -> AttentionContext:
+    """Context for a packed stream; ``auto`` = flash when available, else the per-cell SDPA loop."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown attention backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = "flash" if flash_available(device) else "segments"
+    if backend == "flash" and not flash_available(device):
+        raise ValueError("attention backend 'flash' needs flash-attn and a CUDA device")
+    ctx = AttentionContext(cu_seqlens=cu_seqlens.to(device=device, dtype=torch.int32), max_seqlen=int(max_seqlen),
+                           backend=backend)
+    if backend == "segments":
+        b = cu_seqlens.tolist()
+        ctx.bounds = list(zip(b[:-1], b[1:]))
+    elif backend == "flex":
+        ctx.block_mask = _document_block_mask(ctx.cu_seqlens)
+    return ctx
+
+
+def padded_context(attention_mask: torch.Tensor) -> AttentionContext:
+    return AttentionContext(key_mask=attention_mask[:, None, None, :], max_seqlen=attention_mask.shape[1],
+                            backend="padded")
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionContext, *,
+           dropout_p: float = 0.0) -> torch.Tensor:
+    """Attention. Packed: q, k, v (T, H, Dh) → (T, H, Dh). Padded: (B, H, L, Dh) → (B, H, L, Dh)."""
+    if not ctx.packed:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.key_mask, dropout_p=dropout_p)
+    if ctx.backend == "flash":
+        return flash_attn_varlen_func(q, k, v, ctx.cu_seqlens, ctx.cu_seqlens, ctx.max_seqlen, ctx.max_seqlen,
+                                      dropout_p=dropout_p)
+    if ctx.backend == "flex":
+        return _flex(q, k, v, ctx.block_mask)
+    return _segments(q, k, v, ctx.bounds, dropout_p)
+
+
+def _segments(q, k, v, bounds, dropout_p):
+    # q, k, v: (T, H, Dh); each cell attends within its own slice
+    qt, kt, vt = (x.transpose(0, 1) for x in (q, k, v))  # (H, T, Dh) views
+    outs = [F.scaled_dot_product_attention(qt[:, s:e], kt[:, s:e], vt[:, s:e], dropout_p=dropout_p)
+            for s, e in bounds]  # each (H, L_i, Dh)
+    return torch.cat(outs, dim=1).transpose(0, 1)  # (T, H, Dh)
+
+
+def _document_block_mask(cu_seqlens: torch.Tensor):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    total = int(cu_seqlens[-1])
+    doc = torch.repeat_interleave(
+        torch.arange(len(cu_seqlens) - 1, device=cu_seqlens.device), (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    )  # (T,) cell of each token
+
+    def same_cell(b, h, q_idx, kv_idx):
+        return doc[q_idx] == doc[kv_idx]
+
+    return create_block_mask(same_cell, None, None, total, total, device=cu_seqlens.device)
+
+
+def _flex(q, k, v, block_mask):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    out = flex_attention(*(x.transpose(0, 1)[None] for x in (q, k, v)), block_mask=block_mask)  # (1, H, T, Dh)
+    return out[0].transpose(0, 1)

@@ -1,0 +1,163 @@
+"""Batches of cell sentences: packed (flat token stream, no padding) or padded, plus sparse targets.
+
+Pretraining targets are the 3 states of every (cell, bin) pair: 0 = closed (not open in the cell),
+1 = in the cell's sentence, 2 = open in the cell but not in its sentence. State 2 has two sources:
+bins removed by masking (``mask_fraction`` of each cell's open bins, the BERT-like objective) and, for
+cells with more open bins than fit in ``max_length``, bins dropped by subsampling. Only the open pairs
+(states 1 and 2) are stored (``target_cell``, ``target_bin``, ``target_state``); all others are 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..tokenize.sentences import DEFAULT_MAX_LENGTH, cell_sentence
+from ..tokenize.vocab import BinVocab
+
+MISSING_LABEL = -1
+
+
+@dataclass
+class PackedBatch:
+    """B cells as one flat token stream of T tokens (no padding); attention is block-diagonal."""
+
+    input_ids: torch.Tensor  # (T,) int64 token ids, sentences concatenated
+    cu_seqlens: torch.Tensor  # (B+1,) int32 sentence boundaries in the stream
+    max_seqlen: int  # longest sentence
+    cls_index: torch.Tensor  # (B,) int64 position of each <cls> in the stream
+    eos_index: torch.Tensor  # (B, C) int64 position of each <eos_c> in the stream
+    target_cell: torch.Tensor  # (N,) int64 cell of each open (cell, bin) pair
+    target_bin: torch.Tensor  # (N,) int64 global bin id
+    target_state: torch.Tensor  # (N,) int64 in {1 in sentence, 2 open but removed}
+    cell_type: torch.Tensor  # (B,) int64, -1 = missing
+    organ: torch.Tensor  # (B,) int64, -1 = missing
+
+    @property
+    def num_cells(self) -> int:
+        return int(self.cls_index.shape[0])
+
+    @property
+    def num_tokens(self) -> int:
+        """Real (non-padding) tokens."""
+        return int(self.cu_seqlens[-1])
+
+    @property
+    def seqlens(self) -> torch.Tensor:
+        return self.cu_seqlens[1:] - self.cu_seqlens[:-1]
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False):
+        moved = {
+            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+            if isinstance(getattr(self, f.name), torch.Tensor) else getattr(self, f.name)
+            for f in dataclasses.fields(self)
+        }
+        return type(self)(**moved)
+
+    def pin_memory(self):
+        return type(self)(**{
+            f.name: getattr(self, f.name).pin_memory() if isinstance(getattr(self, f.name), torch.Tensor)
+            else getattr(self, f.name) for f in dataclasses.fields(self)
+        })
+
+
+@dataclass
+class PaddedBatch(PackedBatch):
+    """The same cells padded to (B, L). ``cls_index``/``eos_index`` index the flattened (B*L) stream,
+    so everything downstream of the encoder is shared with :class:`PackedBatch`."""
+
+    attention_mask: torch.Tensor = None  # (B, L) bool, True = real token
+
+
+def mask_bins(open_bins: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Keep ``round((1 - fraction) * n)`` of the sorted ``open_bins`` (uniform without replacement)."""
+    n_mask = int(round(fraction * len(open_bins)))
+    if n_mask == 0:
+        return open_bins
+    drop = rng.choice(len(open_bins), size=n_mask, replace=False)
+    keep = np.ones(len(open_bins), dtype=bool)
+    keep[drop] = False
+    return open_bins[keep]
+
+
+def _cell_tokens(cell: dict, vocab: BinVocab, mask_fraction: float, max_length: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sentence token ids, open bin ids, their states) of one cell."""
+    open_bins = np.unique(np.asarray(cell["bin_ids"], dtype=np.int64))
+    kept = mask_bins(open_bins, mask_fraction, rng)
+    sentence = cell_sentence(kept, vocab, max_length=max_length, rng=rng)
+    in_sentence = vocab.token_to_bin(sentence)
+    state = np.where(np.isin(open_bins, in_sentence[in_sentence >= 0], assume_unique=True), 1, 2)
+    return sentence, open_bins, state
+
+
+def _label(cell: dict, key: str) -> int:
+    value = cell.get(key, MISSING_LABEL)
+    return MISSING_LABEL if value is None else int(value)
+
+
+def collate_cells(
+    cells: list[dict],
+    vocab: BinVocab,
+    *,
+    mask_fraction: float = 0.15,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    rng: np.random.Generator | None = None,
+    packed: bool = True,
+) -> PackedBatch | PaddedBatch:
+    """Build a batch from cells ``{"bin_ids": open global bin ids, "cell_type": int, "organ": int}``.
+
+    Each cell: ``mask_fraction`` of its open bins are removed (seeded by ``rng``; use 0 for inference),
+    the rest form its sentence (subsampled to ``max_length`` tokens if longer); removed and
+    subsampled-away bins get target state 2, bins in the sentence state 1. ``packed=False`` returns a
+    :class:`PaddedBatch` of the same cells (same sentences for the same ``rng`` state).
+    """
+    if not cells:
+        raise ValueError("collate_cells needs at least one cell")
+    rng = np.random.default_rng() if rng is None else rng
+    sentences, t_cell, t_bin, t_state = [], [], [], []
+    for i, cell in enumerate(cells):
+        sentence, open_bins, state = _cell_tokens(cell, vocab, mask_fraction, max_length, rng)
+        sentences.append(sentence)
+        t_cell.append(np.full(len(open_bins), i, dtype=np.int64))
+        t_bin.append(open_bins)
+        t_state.append(state)
+    lengths = np.array([len(s) for s in sentences], dtype=np.int64)
+    width = int(lengths.max()) if not packed else 0
+    starts = np.arange(len(cells)) * width if not packed else np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    eos_local = np.stack([np.flatnonzero(vocab.is_special(s))[1:] for s in sentences])  # (B, C)
+    common = dict(
+        cu_seqlens=torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)),
+        max_seqlen=int(lengths.max()),
+        cls_index=torch.from_numpy(starts.astype(np.int64)),
+        eos_index=torch.from_numpy(eos_local + starts[:, None]),
+        target_cell=torch.from_numpy(np.concatenate(t_cell)),
+        target_bin=torch.from_numpy(np.concatenate(t_bin)),
+        target_state=torch.from_numpy(np.concatenate(t_state).astype(np.int64)),
+        cell_type=torch.tensor([_label(c, "cell_type") for c in cells], dtype=torch.int64),
+        organ=torch.tensor([_label(c, "organ") for c in cells], dtype=torch.int64),
+    )
+    if packed:
+        return PackedBatch(input_ids=torch.from_numpy(np.concatenate(sentences)), **common)
+    ids = np.full((len(cells), width), vocab.pad_id, dtype=np.int64)
+    mask = np.zeros((len(cells), width), dtype=bool)
+    for i, s in enumerate(sentences):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = True
+    return PaddedBatch(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **common)
+
+
+def pad_batch(batch: PackedBatch, *, pad_id: int = 0) -> PaddedBatch:
+    """The padded layout of a packed batch (same cells, same sentences, same targets)."""
+    lengths = batch.seqlens.long()
+    n, width = batch.num_cells, int(lengths.max())
+    mask = torch.arange(width)[None, :] < lengths[:, None]  # (B, L)
+    ids = torch.full((n, width), pad_id, dtype=batch.input_ids.dtype, device=batch.input_ids.device)
+    ids[mask.to(ids.device)] = batch.input_ids
+    shift = (torch.arange(n, device=lengths.device) * width - batch.cu_seqlens[:-1].long()).to(batch.cls_index.device)
+    fields = {f.name: getattr(batch, f.name) for f in dataclasses.fields(PackedBatch)}
+    fields.update(input_ids=ids, cls_index=batch.cls_index + shift, eos_index=batch.eos_index + shift[:, None])
+    return PaddedBatch(**fields, attention_mask=mask.to(ids.device))

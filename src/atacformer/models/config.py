@@ -1,0 +1,158 @@
+"""Model configuration: one JSON-serialisable dataclass, with ``tiny``/``small``/``base`` presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..genome import BinIndex
+from ..tokenize.vocab import BinVocab
+
+CONFIG_FILE = "config.json"
+
+#: Architecture sizes of the presets; everything else comes from the vocabulary or the defaults.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(k=16, d_model=32, n_layers=2, n_heads=2, d_ff=64, eos_dim=16, decoder_hidden=32,
+                 head_hidden=32, decoder_chunk_size=16384),
+    "small": dict(k=64, d_model=256, n_layers=4, n_heads=4, d_ff=1024, eos_dim=64, decoder_hidden=128,
+                  head_hidden=256),
+    "base": dict(k=64, d_model=512, n_layers=12, n_heads=8, d_ff=2048, eos_dim=64, decoder_hidden=256,
+                 head_hidden=512),
+}
+
+
+@dataclass
+class AtacformerConfig:
+    """Everything needed to rebuild an :class:`~atacformer.models.Atacformer` (and its vocabulary).
+
+    The vocabulary is recorded by ``genome``, ``bin_size`` and ``chrom_sizes`` (modelled chromosomes,
+    in order), so :meth:`vocab` rebuilds the exact :class:`BinVocab` the model was trained on.
+    """
+
+    # vocabulary / coordinates
+    vocab_size: int
+    genome: str
+    bin_size: int
+    chrom_sizes: dict[str, int]
+    n_chroms: int
+    # encoder
+    k: int = 64  # factorized embedding width: E1 is V x k, E2 is k x d
+    d_model: int = 512
+    n_layers: int = 12
+    n_heads: int = 8
+    d_ff: int = 2048
+    max_length: int = 5000
+    dropout: float = 0.1
+    dna_dim: int = 0  # width of the frozen per-bin DNA table (0 = none)
+    # decoder: <eos_c> (d) -> eos_dim, concat E1[bin] (k) -> decoder_hidden -> 3 logits
+    eos_dim: int = 64
+    decoder_hidden: int = 256
+    decoder_chunk_size: int = 4096  # bins per activation-checkpointed chunk
+    state_class_weights: tuple[float, float, float] = (1.0, 10.0, 10.0)
+    state0_sample_rate: float | None = None  # None = all bins; else importance-sample closed bins (training only)
+    # <cls> heads (0 = no head)
+    n_cell_types: int = 0
+    n_organs: int = 0
+    cell_type_names: list[str] = field(default_factory=list)
+    organ_names: list[str] = field(default_factory=list)
+    head_hidden: int = 512
+    # loss
+    state_loss_weight: float = 1.0
+    cell_type_loss_weight: float = 1.0
+    organ_loss_weight: float = 1.0
+    mask_fraction: float = 0.15
+
+    def __post_init__(self):
+        self.state_class_weights = tuple(float(w) for w in self.state_class_weights)
+        self.chrom_sizes = {str(c): int(n) for c, n in dict(self.chrom_sizes).items()}
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if len(self.state_class_weights) != 3:
+            raise ValueError(f"state_class_weights needs 3 values, got {self.state_class_weights}")
+        if self.state0_sample_rate is not None and not 0 < self.state0_sample_rate <= 1:
+            raise ValueError(f"state0_sample_rate must be in (0, 1] or None, got {self.state0_sample_rate}")
+        if not 0 <= self.mask_fraction < 1:
+            raise ValueError(f"mask_fraction must be in [0, 1), got {self.mask_fraction}")
+        if self.n_cell_types and self.cell_type_names and len(self.cell_type_names) != self.n_cell_types:
+            raise ValueError("cell_type_names must have n_cell_types entries")
+        if self.n_organs and self.organ_names and len(self.organ_names) != self.n_organs:
+            raise ValueError("organ_names must have n_organs entries")
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_vocab(cls, vocab: BinVocab, **kwargs) -> AtacformerConfig:
+        """A config with the vocabulary fields filled from ``vocab`` and the rest from ``kwargs``."""
+        return cls(
+            vocab_size=len(vocab),
+            genome=vocab.genome.name,
+            bin_size=vocab.bin_size,
+            chrom_sizes=dict(vocab.genome.chrom_sizes),
+            n_chroms=vocab.n_chroms,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_preset(cls, name: str, vocab: BinVocab, **overrides) -> AtacformerConfig:
+        """``tiny`` (CPU tests), ``small`` or ``base`` (the design: k=64, d=512, 12 layers, 8 heads)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return cls.from_vocab(vocab, **{**PRESETS[name], **overrides})
+
+    @property
+    def n_bins(self) -> int:
+        return self.vocab_size - 2 - self.n_chroms
+
+    def vocab(self) -> BinVocab:
+        """The :class:`BinVocab` this config was made for (genome, bin size, chromosome set)."""
+        bins = BinIndex.from_uns({"genome": self.genome, "bin_size": self.bin_size, "chrom_sizes": self.chrom_sizes})
+        vocab = BinVocab.from_bins(bins)
+        if len(vocab) != self.vocab_size:
+            raise ValueError(f"config vocab_size={self.vocab_size} does not match its genome ({len(vocab)} tokens)")
+        return vocab
+
+    # ------------------------------------------------------------ JSON round trip
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["state_class_weights"] = list(self.state_class_weights)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AtacformerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON to ``path`` (a file, or a directory → ``config.json``) atomically."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.to_dict(), fh, indent=2)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> AtacformerConfig:
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_FILE
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: bad model config: {e}") from None

@@ -1,0 +1,131 @@
+"""The per-chromosome 3-state decoder and its genome-wide loss, in constant memory.
+
+For cell b and bin j on chromosome c: ``logits = W2 · gelu(A · compress(h[b, eos_c]) + Bm · E1[j] + b1) + b2``
+— the design's FFN on ``concat(compress(eos), E1[bin])`` with its first layer split into the eos
+part ``u[b, c] = A · compress(h)`` (B × C × H, tiny) and the bin part ``v[j] = Bm · E1[j]`` (computed
+once per step for the whole batch). Bins are processed in chunks under activation checkpointing, so
+memory is O(B × chunk × H), independent of the genome size.
+
+Loss: class-weighted cross-entropy over *all* (cell, bin) pairs with a fixed denominator
+``Σ_s w_s · count_s`` (counts are known exactly from the sparse targets). With
+``state0_sample_rate = p`` (training only), every bin that is open in some cell of the batch is
+evaluated exactly and each other bin (closed in every cell) is kept with probability p and weighted
+1/p, so the numerator — hence the loss and its gradient — is an unbiased estimate of the full one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import AtacformerConfig
+
+HIST_RANGE = 30.0  # removed-vs-closed log-odds are histogrammed over [-30, 30]
+HIST_BINS = 4096
+
+
+@dataclass
+class DecoderOutput:
+    loss: torch.Tensor  # () class-weighted mean cross-entropy over all (cell, bin) pairs
+    state_ce_sum: torch.Tensor  # (3,) summed (importance-weighted) cross-entropy per true state, detached
+    state_count: torch.Tensor  # (3,) exact number of (cell, bin) pairs per state
+    state_hist: torch.Tensor  # (2, HIST_BINS) weighted histogram of logit2 - logit0: row 0 closed, row 1 removed
+
+
+class StateDecoder(nn.Module):
+    def __init__(self, config: AtacformerConfig, bin_chrom: torch.Tensor):
+        super().__init__()
+        self.compress = nn.Linear(config.d_model, config.eos_dim)
+        self.fc_eos = nn.Linear(config.eos_dim, config.decoder_hidden)  # eos part of the first FFN layer
+        self.fc_bin = nn.Linear(config.k, config.decoder_hidden, bias=False)  # bin part
+        self.out = nn.Linear(config.decoder_hidden, 3)
+        self.chunk_size = config.decoder_chunk_size
+        self.sample_rate = config.state0_sample_rate
+        self.register_buffer("bin_chrom", bin_chrom.long(), persistent=False)  # (n_bins,) chromosome of each bin
+        self.register_buffer("class_weights", torch.tensor(config.state_class_weights), persistent=False)
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.bin_chrom.shape[0])
+
+    def forward(self, eos_h: torch.Tensor, bin_e1: torch.Tensor, target_cell: torch.Tensor,
+                target_bin: torch.Tensor, target_state: torch.Tensor, *,
+                sample_rate: float | None = None) -> DecoderOutput:
+        """eos_h (B, C, d) encoder outputs at <eos_c>; bin_e1 (n_bins, k) = E1 rows of the bins;
+        sparse targets (N,). ``sample_rate`` overrides the config's (training) state-0 sampling."""
+        n_cells, dev = eos_h.shape[0], eos_h.device
+        u = self.fc_eos(self.compress(eos_h))  # (B, C, H)
+        rate = self.sample_rate if sample_rate is None and self.training else sample_rate
+        bins, weight = self._eval_bins(target_bin, rate, dev)  # (n_eval,), (n_eval,) or None
+        e1 = bin_e1 if bins is None else bin_e1[bins]  # (n_eval, k)
+        n_eval = e1.shape[0]
+        pos = target_bin if bins is None else torch.searchsorted(bins, target_bin)  # (N,) column of each target
+        order = torch.argsort(pos)
+        pos, t_cell, t_state = pos[order], target_cell[order], target_state[order]
+        starts = list(range(0, n_eval, self.chunk_size))
+        cuts = torch.searchsorted(pos, torch.tensor(starts[1:], device=pos.device)).tolist()
+        cuts = [0, *cuts, len(pos)]
+        ce_sum = eos_h.new_zeros(3, dtype=torch.float32)
+        hist = torch.zeros(2, HIST_BINS, dtype=torch.float64, device=dev)
+        for i, (s, e1_chunk) in enumerate(zip(starts, torch.split(e1, self.chunk_size))):
+            n = e1_chunk.shape[0]
+            y = torch.zeros(n_cells, n, dtype=torch.long, device=dev)  # (B, n) state 0 unless open
+            a, b = cuts[i], cuts[i + 1]
+            y[t_cell[a:b], pos[a:b] - s] = t_state[a:b]
+            col = torch.arange(s, s + n, device=dev)
+            chrom = self.bin_chrom[col if bins is None else bins[s : s + n]]  # (n,)
+            w = None if weight is None else weight[s : s + n]
+            if torch.is_grad_enabled() and (u.requires_grad or e1_chunk.requires_grad):
+                part, h = checkpoint(self._chunk, u, e1_chunk, chrom, y, w, use_reentrant=False)
+            else:
+                part, h = self._chunk(u, e1_chunk, chrom, y, w)
+            ce_sum = ce_sum + part
+            hist += h
+        count = self._counts(n_cells, target_state)
+        loss = (self.class_weights * ce_sum).sum() / (self.class_weights * count).sum()
+        return DecoderOutput(loss=loss, state_ce_sum=ce_sum.detach(), state_count=count, state_hist=hist)
+
+    def _chunk(self, u, e1_chunk, chrom, y, w):
+        # u (B, C, H); e1_chunk (n, k); chrom (n,); y (B, n); w (n,) importance weights or None
+        pre = u[:, chrom] + self.fc_bin(e1_chunk)  # (B, n, H); the bin part is shared by all cells
+        logits = self.out(F.gelu(pre))  # (B, n, 3)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none").view_as(y)  # (B, n)
+        if w is not None:
+            ce = ce * w
+        part = torch.zeros(3, device=ce.device, dtype=ce.dtype).index_add(0, y.flatten(), ce.flatten())  # (3,)
+        with torch.no_grad():
+            hist = _log_odds_hist(logits.detach().float(), y, w)
+        return part, hist
+
+    def _eval_bins(self, target_bin, rate, dev):
+        """Bins to evaluate (None = all) and their importance weights (None = all 1)."""
+        if rate is None or rate >= 1.0:
+            return None, None
+        keep = torch.rand(self.n_bins, device=dev) < rate  # closed-everywhere bins kept with prob p
+        keep[target_bin] = True  # bins open in some cell of the batch: always, exactly
+        bins = torch.nonzero(keep).squeeze(1)  # (n_eval,) sorted
+        exact = torch.zeros(self.n_bins, dtype=torch.bool, device=dev)
+        exact[target_bin] = True
+        weight = torch.where(exact[bins], 1.0, 1.0 / rate).to(torch.float32)
+        return bins, weight
+
+    def _counts(self, n_cells: int, target_state: torch.Tensor) -> torch.Tensor:
+        open_counts = torch.bincount(target_state, minlength=3).float()  # (3,)
+        open_counts[0] = n_cells * self.n_bins - open_counts[1] - open_counts[2]
+        return open_counts
+
+
+def _log_odds_hist(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """(2, HIST_BINS) weighted counts of logit2 - logit0 for closed (row 0) and removed (row 1) pairs."""
+    score = (logits[..., 2] - logits[..., 0]).clamp(-HIST_RANGE, HIST_RANGE)  # (B, n)
+    bucket = ((score + HIST_RANGE) * (HIST_BINS / (2 * HIST_RANGE))).long().clamp_(0, HIST_BINS - 1)
+    weight = torch.ones_like(score, dtype=torch.float64) if w is None else w.double().expand_as(score)
+    hist = torch.zeros(2, HIST_BINS, dtype=torch.float64, device=logits.device)
+    for row, state in ((0, 0), (1, 2)):
+        sel = y == state
+        hist[row].index_add_(0, bucket[sel], weight[sel])
+    return hist

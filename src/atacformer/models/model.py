@@ -1,0 +1,176 @@
+"""The atacFormer model: embeddings → packed encoder → per-chromosome 3-state decoder + <cls> heads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..tokenize.vocab import BinVocab
+from .attention import packed_context, padded_context
+from .batch import PackedBatch, PaddedBatch
+from .config import CONFIG_FILE, AtacformerConfig
+from .decoder import StateDecoder
+from .encoder import Encoder
+from .heads import ClassifierHead, masked_cross_entropy
+
+logger = logging.getLogger(__name__)
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class AtacformerOutput:
+    loss: torch.Tensor | None  # () weighted sum of the parts below
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "state", "cell_type", "organ"
+    state_ce_sum: torch.Tensor | None = None  # (3,) cross-entropy summed per true state (see state_metrics)
+    state_count: torch.Tensor | None = None  # (3,) (cell, bin) pairs per state
+    state_hist: torch.Tensor | None = None  # (2, n) histogram of removed-vs-closed log-odds
+    cell_embedding: torch.Tensor | None = None  # (B, d) encoder output at <cls>
+    cell_type_logits: torch.Tensor | None = None  # (B, n_cell_types)
+    organ_logits: torch.Tensor | None = None  # (B, n_organs)
+    hidden_states: torch.Tensor | None = None  # (T, d) packed, or (B*L, d) padded, on request
+
+
+class Atacformer(nn.Module):
+    """atacFormer (see ``docs``/README "model"): ``forward(batch)`` for pretraining, ``embed(batch)`` for cells.
+
+    ``dna_embeddings``: optional frozen (vocab_size, dna_dim) table aligned to the vocabulary (zero rows
+    for special tokens); it is stored as a buffer and saved with the model.
+    """
+
+    def __init__(self, config: AtacformerConfig, dna_embeddings: torch.Tensor | None = None, *,
+                 attention: str = "auto"):
+        super().__init__()
+        self.config = config
+        self.attention = attention  # "auto" | "flash" | "segments" | "flex" (packed batches)
+        self.encoder = Encoder(config, dna_embeddings)
+        bin_chrom = torch.repeat_interleave(
+            torch.arange(config.n_chroms), torch.tensor([-(-n // config.bin_size) for n in config.chrom_sizes.values()])
+        )
+        if len(bin_chrom) != config.n_bins:
+            raise ValueError(f"config has {config.n_bins} bins but its chrom_sizes give {len(bin_chrom)}")
+        self.decoder = StateDecoder(config, bin_chrom)
+        self.cell_type_head = self._head(config.n_cell_types)
+        self.organ_head = self._head(config.n_organs)
+
+    def _head(self, n: int) -> ClassifierHead | None:
+        c = self.config
+        return ClassifierHead(c.d_model, c.head_hidden, n, c.dropout) if n else None
+
+    # ------------------------------------------------------------------ properties
+    @cached_property
+    def vocab(self) -> BinVocab:
+        return self.config.vocab()
+
+    @property
+    def bin_offset(self) -> int:
+        return 2 + self.config.n_chroms
+
+    def num_parameters(self, *, trainable_only: bool = True) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def check_data(self, uns, *, what: str = "data") -> None:
+        """Raise ``ValueError`` if an AnnData's ``uns`` genome/bin size differ from the model's."""
+        self.vocab.check_data(uns, what=what)
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, batch: PackedBatch) -> torch.Tensor:
+        """Hidden states: (T, d) for a packed batch, (B*L, d) for a padded one."""
+        ids = batch.input_ids.to(self.device)
+        if isinstance(batch, PaddedBatch):
+            return self.encoder(ids, padded_context(batch.attention_mask.to(self.device))).flatten(0, 1)
+        ctx = packed_context(batch.cu_seqlens, batch.max_seqlen, device=self.device, backend=self.attention)
+        return self.encoder(ids, ctx)
+
+    def forward(self, batch: PackedBatch, *, output_hidden_states: bool = False,
+                state0_sample_rate: float | None = None) -> AtacformerOutput:
+        """Pretraining forward: 3-state decoder loss over all bins plus the <cls> head losses.
+
+        ``state0_sample_rate`` overrides the config's closed-bin sampling rate for this call (the
+        config's rate applies in training mode only; evaluation is exact by default)."""
+        c = self.config
+        h = self.encode(batch)  # (T, d)
+        cls = h[batch.cls_index.to(h.device)]  # (B, d)
+        eos = h[batch.eos_index.to(h.device)]  # (B, C, d)
+        bin_e1 = self.encoder.embed.e1.weight[self.bin_offset:]  # (n_bins, k)
+        dec = self.decoder(eos, bin_e1, batch.target_cell.to(h.device), batch.target_bin.to(h.device),
+                           batch.target_state.to(h.device), sample_rate=state0_sample_rate)
+        out = AtacformerOutput(loss=None, losses={"state": dec.loss}, state_ce_sum=dec.state_ce_sum,
+                               state_count=dec.state_count, state_hist=dec.state_hist, cell_embedding=cls,
+                               hidden_states=h if output_hidden_states else None)
+        loss = c.state_loss_weight * dec.loss
+        if self.cell_type_head is not None:
+            out.cell_type_logits = self.cell_type_head(cls)
+            out.losses["cell_type"] = masked_cross_entropy(out.cell_type_logits, batch.cell_type)
+            loss = loss + c.cell_type_loss_weight * out.losses["cell_type"]
+        if self.organ_head is not None:
+            out.organ_logits = self.organ_head(cls)
+            out.losses["organ"] = masked_cross_entropy(out.organ_logits, batch.organ)
+            loss = loss + c.organ_loss_weight * out.losses["organ"]
+        out.loss = loss
+        return out
+
+    def embed(self, batch: PackedBatch, *, pooling: str = "cls") -> torch.Tensor:
+        """Cell embeddings (B, d): the <cls> output, or the mean over each sentence's tokens."""
+        h = self.encode(batch)  # (T, d)
+        if pooling == "cls":
+            return h[batch.cls_index.to(h.device)]
+        if pooling != "mean":
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        lengths = batch.seqlens.to(h.device).long()  # (B,)
+        if isinstance(batch, PaddedBatch):
+            mask = batch.attention_mask.to(h.device).flatten()
+            cell = torch.arange(batch.num_cells, device=h.device).repeat_interleave(batch.attention_mask.shape[1])
+            h, cell = h[mask], cell[mask]
+        else:
+            cell = torch.arange(batch.num_cells, device=h.device).repeat_interleave(lengths)  # (T,)
+        summed = torch.zeros(batch.num_cells, h.shape[1], device=h.device, dtype=h.dtype).index_add_(0, cell, h)
+        return summed / lengths[:, None].to(h.dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.embed.e1.weight.device
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json``, ``model.safetensors`` (incl. the DNA table) and ``vocab.json``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory / CONFIG_FILE)
+        self.vocab.save(directory)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
+        os.close(fd)
+        save_file(state, tmp, metadata={"format": "pt", "genome": self.config.genome,
+                                        "bin_size": str(self.config.bin_size)})
+        os.replace(tmp, directory / WEIGHTS_FILE)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, map_location: str | torch.device = "cpu",
+                        attention: str = "auto") -> Atacformer:
+        """Load a model saved by :meth:`save_pretrained`."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).exists():
+                raise ValueError(f"{directory}: not an atacformer model directory (no {name})")
+        config = AtacformerConfig.load(directory / CONFIG_FILE)
+        if (directory / "vocab.json").exists():
+            BinVocab.load(directory, genome=config.genome, bin_size=config.bin_size)
+        model = cls(config, attention=attention)
+        state = load_file(str(directory / WEIGHTS_FILE), device=str(torch.device(map_location)))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{directory / WEIGHTS_FILE}: weights do not match config.json "
+                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        return model.to(map_location)
