@@ -1,0 +1,15 @@
+"""Evaluation metrics and baseline embeddings.
+
+Label agreement (ARI, NMI, accuracy, macro-F1, kNN transfer), scIB batch metrics (iLISI, kBET,
+batch ASW, cell-type ASW, graph connectivity), and the LSI / spectral baselines computed on the same
+bins as the model.
+"""
+
+from .baselines import lsi, spectral, tfidf
+from .batch import batch_asw, celltype_asw, graph_connectivity, ilisi, kbet, knn_graph, lisi
+from .labels import accuracy, ari, knn_accuracy, knn_predict, macro_f1, nmi
+
+__all__ = [
+    "accuracy", "ari", "batch_asw", "celltype_asw", "graph_connectivity", "ilisi", "kbet", "knn_accuracy",
+    "knn_graph", "knn_predict", "lisi", "lsi", "macro_f1", "nmi", "spectral", "tfidf",
+]
