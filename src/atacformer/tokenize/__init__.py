@@ -1,6 +1,29 @@
-"""Vocabulary, cell sentences and the sharded on-disk corpus."""
+"""Vocabulary, cell sentences and the sharded on-disk corpus.
 
+>>> info = write_corpus(["cells.h5ad"], "corpus/")          # Parquet shards + vocab.json + corpus.json
+>>> ds = CorpusDataset("corpus/", shuffle=True, seed=0)       # streaming torch IterableDataset
+>>> next(iter(ds))["bin_ids"]                                 # all open global bin ids of a cell
+"""
+
+from .corpus import Corpus, CorpusInfo, ShardInfo
+from .dataset import AnnDataCellDataset, CorpusDataset
 from .sentences import DEFAULT_MAX_LENGTH, cell_sentence, iter_sentences, open_bins
 from .vocab import CLS_ID, PAD_ID, BinVocab
+from .writer import DEFAULT_OBS_COLUMNS, write_corpus
 
-__all__ = ["BinVocab", "CLS_ID", "PAD_ID", "DEFAULT_MAX_LENGTH", "cell_sentence", "iter_sentences", "open_bins"]
+__all__ = [
+    "BinVocab",
+    "CLS_ID",
+    "PAD_ID",
+    "DEFAULT_MAX_LENGTH",
+    "DEFAULT_OBS_COLUMNS",
+    "cell_sentence",
+    "iter_sentences",
+    "open_bins",
+    "write_corpus",
+    "Corpus",
+    "CorpusInfo",
+    "ShardInfo",
+    "CorpusDataset",
+    "AnnDataCellDataset",
+]
