@@ -1,0 +1,122 @@
+"""Nucleotide Transformer (NT) embeddings of bin sequences, from a LOCAL model directory only.
+
+NT tokenizes DNA into non-overlapping 6-mers, left to right; a stretch of A/C/G/T shorter than six
+(before an N or at the end) and every N become single-nucleotide tokens. NT v2 checkpoints are
+ESM-architecture ``transformers`` models (their own modelling code ships in the model directory).
+A bin's embedding is the mean of the chosen hidden layer (default: the last) over its non-pad
+tokens (``<cls>`` included, as in NT's examples). All-N bins are not run and get zero vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_KMER_OR_BASE = re.compile(r"[ACGT]{6}|.", re.S)
+_NOT_ACGT = re.compile(r"[^ACGT]")
+
+
+def nt_tokens(seq: str) -> list[str]:
+    """NT 6-mer tokens of a sequence (upper-cased; anything but A/C/G/T counts as N).
+
+    >>> nt_tokens("ATCGGATNCGGATCCAAT")
+    ['ATCGGA', 'T', 'N', 'CGGATC', 'C', 'A', 'A', 'T']
+    """
+    return _KMER_OR_BASE.findall(_NOT_ACGT.sub("N", seq.upper()))
+
+
+def _offline() -> None:
+    """Never touch the Hugging Face hub from this process."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+class NTEmbedder:
+    """Mean-pooled hidden states of an NT model loaded from a local directory, batched, on GPU when
+    present (bfloat16 autocast on CUDA)."""
+
+    method = "nt"
+
+    def __init__(self, model_dir: str | Path, *, device: str | None = None, batch_size: int = 16, layer: int = -1):
+        _offline()
+        import torch
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        if not (self.model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{self.model_dir}: not a local model directory (no config.json); atacformer "
+                                    "never downloads weights, so point --model at a saved NT checkpoint")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        # NT v2 checkpoints ship their modelling code inside the directory (auto_map); nothing is fetched
+        model = AutoModelForMaskedLM.from_pretrained(self.model_dir, local_files_only=True, trust_remote_code=True)
+        self.encoder = getattr(model, model.base_model_prefix, model).eval()  # no LM head: hidden states only
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.encoder.to(self.device)
+        self.batch_size = int(batch_size)
+        self.layer = int(layer)
+        self.dim = int(model.config.hidden_size)
+        self.max_tokens = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        self._vocab = self.tokenizer.get_vocab()
+        self._unk = self.tokenizer.unk_token_id
+        self._cls = self.tokenizer.cls_token_id
+        self._eos = self.tokenizer.eos_token_id
+        self._pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
+    def metadata(self) -> dict:
+        return {"source_model": self.model_dir.resolve().name,
+                "layer": "last" if self.layer == -1 else str(self.layer),
+                "pooling": "mean over non-pad tokens (incl. <cls>)"}
+
+    def token_ids(self, seq: str) -> list[int]:
+        """``<cls>`` + 6-mer token ids (+ ``<eos>`` if the tokenizer defines one), like the NT tokenizer."""
+        ids = [self._vocab.get(t, self._unk) for t in nt_tokens(seq)]
+        return [self._cls, *ids] + ([self._eos] if self._eos is not None else [])
+
+    def _batch(self, seqs: Sequence[str]) -> np.ndarray:
+        import torch
+
+        ids = [self.token_ids(s) for s in seqs]
+        width = max(len(x) for x in ids)
+        if self.max_tokens and width > self.max_tokens:
+            raise ValueError(f"{self.model_dir}: a bin of {max(map(len, seqs))} bp gives {width} tokens, more than "
+                             f"the model's {self.max_tokens}; use a smaller --bin-size")
+        input_ids = torch.full((len(ids), width), self._pad, dtype=torch.long)  # (B, T)
+        for i, x in enumerate(ids):
+            input_ids[i, : len(x)] = torch.tensor(x)
+        mask = (torch.arange(width)[None, :] < torch.tensor([len(x) for x in ids])[:, None]).long()  # (B, T)
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        use_amp = self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = self.encoder(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+            h = out.hidden_states[self.layer].float()  # (B, T, D)
+        m = mask.unsqueeze(-1).float()  # (B, T, 1)
+        return ((h * m).sum(1) / m.sum(1)).cpu().numpy()  # (B, D)
+
+    def __call__(self, seqs: Sequence[str] | str) -> np.ndarray:
+        """Embeddings (n, hidden) float32 of sequences; all-N (or empty) sequences → zero rows."""
+        if isinstance(seqs, str):
+            seqs = [seqs]
+        out = np.zeros((len(seqs), self.dim), dtype=np.float32)
+        todo = [i for i, s in enumerate(seqs) if _NOT_ACGT.sub("", s.upper())]
+        for s in range(0, len(todo), self.batch_size):
+            idx = todo[s : s + self.batch_size]
+            out[idx] = self._batch([seqs[i] for i in idx])
+        return out
+
+    def embed_region(self, seq: str, bin_size: int) -> np.ndarray:
+        """Embeddings (n_bins, hidden) of consecutive bins cut from one contiguous sequence."""
+        return self([seq[s : s + bin_size] for s in range(0, len(seq), bin_size)])
+
+
+def nt_embed(seqs: Sequence[str] | str, *, model: str | Path, batch_size: int = 16, device: str | None = None,
+             layer: int = -1) -> np.ndarray:
+    """NT embeddings (n, hidden) float32 of DNA sequences with the model saved in directory ``model``."""
+    return NTEmbedder(model, device=device, batch_size=batch_size, layer=layer)(seqs)
