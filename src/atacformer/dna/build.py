@@ -98,6 +98,7 @@ def build_table(
         raise ValueError(f"{out}: the output of a build is a table directory; give a path without a suffix")
     fa = GenomeFasta(fasta, bins)
     embedder = make_embedder(method, model=model, dim=dim, batch_size=batch_size, device=device, seed=seed)
+    embedder.check_bin_size(bins.bin_size)
     shard_size = int(shard_size or DEFAULT_SHARD_SIZE[method])
     settings = _settings(embedder, genome, bins.bin_size, dtype, shard_size)
     _, names_path, meta_path = sidecars(out)

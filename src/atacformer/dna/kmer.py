@@ -152,6 +152,10 @@ class KmerEmbedder:
         return {"source_model": f"kmer{K}-canonical+gc+cpg+n/random-projection(seed={self.seed})",
                 "layer": "none", "pooling": "spectrum"}
 
+    def check_bin_size(self, bin_size: int) -> None:
+        if bin_size < K:
+            raise ValueError(f"bins of {bin_size} bp are shorter than the {K}-mers the k-mer method counts")
+
     def embed_codes(self, codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Embeddings (n, dim) of bins as codes (n, L); computed in cache-sized chunks of bins."""
         out = np.empty((len(codes), self.dim), dtype=np.float32)

@@ -76,18 +76,29 @@ class NTEmbedder:
                 "pooling": "mean over non-pad tokens (incl. <cls>)"}
 
     def token_ids(self, seq: str) -> list[int]:
-        """``<cls>`` + 6-mer token ids (+ ``<eos>`` if the tokenizer defines one), like the NT tokenizer."""
-        ids = [self._vocab.get(t, self._unk) for t in nt_tokens(seq)]
+        """``<cls>`` + 6-mer token ids (+ ``<eos>`` if the tokenizer defines one), like the NT tokenizer.
+
+        Each N is a token, so a bin at the edge of an assembly gap can exceed the model's length: then
+        its N tokens (no sequence information) are dropped, and what is still too long is truncated."""
+        tokens = nt_tokens(seq)
+        n_special = 1 + (self._eos is not None)
+        if self.max_tokens and len(tokens) + n_special > self.max_tokens:
+            tokens = [t for t in tokens if t != "N"][: self.max_tokens - n_special]
+        ids = [self._vocab.get(t, self._unk) for t in tokens]
         return [self._cls, *ids] + ([self._eos] if self._eos is not None else [])
+
+    def check_bin_size(self, bin_size: int) -> None:
+        """Raise if an N-free bin of ``bin_size`` bp needs more tokens than the model's maximum."""
+        n = bin_size // 6 + bin_size % 6 + 1 + (self._eos is not None)
+        if self.max_tokens and n > self.max_tokens:
+            raise ValueError(f"{self.model_dir}: a {bin_size} bp bin is {n} tokens, more than the model's "
+                             f"{self.max_tokens}; use a smaller --bin-size")
 
     def _batch(self, seqs: Sequence[str]) -> np.ndarray:
         import torch
 
         ids = [self.token_ids(s) for s in seqs]
         width = max(len(x) for x in ids)
-        if self.max_tokens and width > self.max_tokens:
-            raise ValueError(f"{self.model_dir}: a bin of {max(map(len, seqs))} bp gives {width} tokens, more than "
-                             f"the model's {self.max_tokens}; use a smaller --bin-size")
         input_ids = torch.full((len(ids), width), self._pad, dtype=torch.long)  # (B, T)
         for i, x in enumerate(ids):
             input_ids[i, : len(x)] = torch.tensor(x)
@@ -113,6 +124,7 @@ class NTEmbedder:
 
     def embed_region(self, seq: str, bin_size: int) -> np.ndarray:
         """Embeddings (n_bins, hidden) of consecutive bins cut from one contiguous sequence."""
+        self.check_bin_size(bin_size)
         return self([seq[s : s + bin_size] for s in range(0, len(seq), bin_size)])
 
 
