@@ -1,0 +1,202 @@
+"""``AtacformerDataModule``: packed, reproducible batches from sharded corpora or an in-memory AnnData.
+
+* Corpus folders stream: each rank reads its own shards (``CorpusDataset(rank=, world_size=)``), each
+  DataLoader worker its own share of those; a shuffle buffer mixes cells across shards and corpora.
+* An AnnData (or one ``.h5ad``) is held in memory and split train/val at random (seeded).
+
+Batches are packed until ``max_tokens_per_batch`` tokens (default) or hold ``batch_size`` cells, and
+are collated by :func:`atacformer.models.collate_cells` with a per-batch seeded RNG, so a run (and a
+resumed run) sees exactly the same batches and masks.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import anndata as ad
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, get_worker_info
+
+from ..models import collate_cells
+from ..tokenize import AnnDataCellDataset, BinVocab, Corpus, CorpusDataset
+from ..tokenize.sentences import DEFAULT_MAX_LENGTH
+from .stream import PackedBatchStream
+
+log = logging.getLogger(__name__)
+
+LABEL_COLUMNS = ("cell_type", "organ")
+
+
+def _collate(cells: list[dict], rng: np.random.Generator, *, vocab: BinVocab, mask_fraction: float,
+             max_length: int):
+    return collate_cells(cells, vocab, mask_fraction=mask_fraction, max_length=max_length, rng=rng)
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
+
+
+class _AnnDataSource:
+    """Cells of an in-memory dataset, reshuffled every epoch, split by rank then by worker."""
+
+    def __init__(self, dataset, indices: np.ndarray, *, seed: int, rank: int, world_size: int, shuffle: bool):
+        self.dataset, self.indices = dataset, np.asarray(indices)
+        self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+
+    def __call__(self, epoch: int) -> Iterator[dict]:
+        idx = self.indices
+        if self.shuffle:
+            idx = np.random.default_rng([self.seed, epoch]).permutation(idx)
+        worker, n_workers = _worker()
+        for i in idx[self.rank :: self.world_size][worker::n_workers]:
+            yield self.dataset[int(i)]
+
+
+class _CorpusSource:
+    """Cells of one or more corpora; each ``CorpusDataset`` splits its row groups by rank and worker.
+    Label codes of every corpus are remapped onto the union of label names."""
+
+    def __init__(self, corpora: list[Corpus], label_names: dict[str, list[str]], *, seed: int, rank: int,
+                 world_size: int, shuffle: bool, shuffle_buffer: int):
+        self.datasets, self.remap = [], []
+        for c in corpora:
+            cols = [col for col in label_names if col in c.info.labels]
+            self.datasets.append(CorpusDataset(c, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+                                               shuffle_buffer=max(1, shuffle_buffer), columns=cols))
+            # local code -> union code; the extra last entry maps the missing code -1 to -1
+            self.remap.append({col: np.array([label_names[col].index(n) for n in c.label_names(col)] + [-1])
+                               for col in cols})
+
+    def __call__(self, epoch: int) -> Iterator[dict]:
+        for ds, remap in zip(self.datasets, self.remap):
+            ds.set_epoch(epoch)
+            for cell in ds:
+                for col, table in remap.items():
+                    cell[col] = int(table[cell[col]])
+                yield cell
+
+
+class AtacformerDataModule(L.LightningDataModule):
+    """Training and validation batches for :class:`AtacformerModule`.
+
+    Parameters
+    ----------
+    inputs
+        Corpus folder(s) written by ``atacformer tokenize``, or one AnnData / ``.h5ad`` (cells × bins).
+    val_inputs
+        Corpus folder(s) for validation (corpus inputs only; an AnnData is split by ``val_fraction``).
+    max_tokens_per_batch, batch_size
+        Pack cells until this many tokens per batch (per rank), or use a fixed number of cells.
+    """
+
+    def __init__(
+        self,
+        inputs: str | Path | ad.AnnData | Sequence[str | Path],
+        *,
+        val_inputs: Sequence[str | Path] | None = None,
+        val_fraction: float = 0.05,
+        max_tokens_per_batch: int | None = 16384,
+        batch_size: int | None = None,
+        mask_fraction: float = 0.15,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        label_columns: Sequence[str] = LABEL_COLUMNS,
+        num_workers: int = 0,
+        shuffle_buffer: int = 1024,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if batch_size is not None:
+            max_tokens_per_batch = None
+        self.max_tokens, self.batch_size = max_tokens_per_batch, batch_size
+        self.mask_fraction, self.max_length = mask_fraction, max_length
+        self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
+        self.val_fraction = val_fraction
+        self.adata: ad.AnnData | None = None
+        self.corpora: list[Corpus] = []
+        self.val_corpora: list[Corpus] = [Corpus(p) for p in (val_inputs or [])]
+        if isinstance(inputs, ad.AnnData) or (isinstance(inputs, (str, Path)) and str(inputs).endswith(".h5ad")):
+            self.adata = inputs if isinstance(inputs, ad.AnnData) else ad.read_h5ad(inputs)
+            self._cells = AnnDataCellDataset(self.adata, label_keys=list(label_columns))
+            self.vocab = self._cells.vocab
+            self.label_names = {c: names for c, names in self._cells.label_names.items() if names}
+        else:
+            paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+            if any(str(p).endswith(".h5ad") for p in paths):
+                raise ValueError("give either one .h5ad file or corpus folders, not a mix or several .h5ad files")
+            self.corpora = [Corpus(p) for p in paths]
+            if not self.corpora:
+                raise ValueError("no training inputs given")
+            self.vocab = self.corpora[0].vocab()
+            for c in self.corpora[1:] + self.val_corpora:
+                self.vocab.check_data({"genome": c.info.genome, "bin_size": c.info.bin_size}, what=str(c.path))
+            self.label_names = _union_labels(self.corpora + self.val_corpora, label_columns)
+        self.train_idx, self.val_idx = self._split()
+        self.rank, self.world_size, self.skip_batches = 0, 1, 0
+
+    def _split(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.adata is None:
+            return None, None
+        n = self.adata.n_obs
+        perm = np.random.default_rng([self.seed, 7]).permutation(n)
+        n_val = int(round(self.val_fraction * n)) if n > 1 else 0
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+    # ---------------------------------------------------------------- Lightning hooks
+    def setup(self, stage: str | None = None) -> None:
+        if self.trainer is not None:
+            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+
+    def _source(self, train: bool):
+        opts = dict(seed=self.seed, rank=self.rank, world_size=self.world_size, shuffle=train)
+        if self.adata is not None:
+            return _AnnDataSource(self._cells, self.train_idx if train else self.val_idx, **opts)
+        return _CorpusSource(self.corpora if train else self.val_corpora, self.label_names,
+                             shuffle_buffer=self.shuffle_buffer, **opts)
+
+    def _loader(self, train: bool) -> DataLoader:
+        collate = functools.partial(_collate, vocab=self.vocab, mask_fraction=self.mask_fraction,
+                                    max_length=self.max_length)
+        stream = PackedBatchStream(
+            self._source(train), collate, n_chroms=self.vocab.n_chroms, max_length=self.max_length,
+            max_tokens=self.max_tokens, batch_size=self.batch_size, seed=self.seed + (0 if train else 1),
+            rank=self.rank, endless=train, shuffle_buffer=self.shuffle_buffer if train else 0,
+            skip_batches=self.skip_batches if train else 0,
+        )
+        return DataLoader(stream, batch_size=None, num_workers=self._n_workers(train),
+                          pin_memory=False, persistent_workers=False)
+
+    def _n_workers(self, train: bool) -> int:
+        """Every worker of an endless stream must own data: at most one worker per shard (or cell)."""
+        if self.adata is not None:
+            n = len(self.train_idx if train else self.val_idx) // self.world_size
+        else:
+            n = min(len(c.row_group_units()) for c in (self.corpora if train else self.val_corpora)) // self.world_size
+        return max(0, min(self.num_workers, n))
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        return batch.to(device)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.trainer is not None:  # called after a checkpoint is restored: skip what it already used
+            self.skip_batches = int(getattr(self.trainer.lightning_module, "batches_seen", 0))
+        if self.skip_batches:
+            log.info("resuming data stream: skipping %d batches already used on rank %d", self.skip_batches, self.rank)
+        return self._loader(train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        has_val = (self.adata is not None and len(self.val_idx) >= self.world_size) or bool(self.val_corpora)
+        return self._loader(train=False) if has_val else []
+
+
+def _union_labels(corpora: list[Corpus], columns: Sequence[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for col in columns:
+        names = sorted({n for c in corpora if col in c.info.labels for n in c.label_names(col)})
+        if names:
+            out[col] = names
+    return out

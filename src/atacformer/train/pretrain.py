@@ -1,0 +1,188 @@
+"""``pretrain``: one call from cells (corpus folders or an AnnData) to a saved model directory.
+
+Output folder::
+
+    out_dir/
+      config.json, model.safetensors, vocab.json   the model (Atacformer.save_pretrained, rank 0)
+      checkpoints/step=N.ckpt, last.ckpt            full training state every ``ckpt_every_n_steps``
+      logs/version_*/metrics.csv                    every loss part, lr and validation metrics
+      logs/ranks.json                               per rank: cells/tokens/labels trained on, weight hash
+      training_curve.png                            the losses over steps
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import anndata as ad
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from ..models import Atacformer, AtacformerConfig
+from .data import AtacformerDataModule
+from .module import AtacformerModule
+from .plot import plot_training_curve
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+LOG_DIR = "logs"
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of all parameters (names and bytes): equal digests = bitwise-identical weights."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class RankSummary(Callback):
+    """At the end of training every rank reports what it trained on and a hash of its weights;
+    rank 0 writes them to ``logs/ranks.json`` (DDP ranks must agree on the weights)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: AtacformerModule) -> None:
+        mine = {"rank": trainer.global_rank, "weights_sha256": weights_digest(pl_module.model),
+                "batches": pl_module.batches_seen, **pl_module.data_stats}
+        ranks = [mine]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            ranks = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(ranks, mine)
+        if trainer.is_global_zero:
+            _write_json(self.path, ranks)
+            if len({r["weights_sha256"] for r in ranks}) > 1 and trainer.strategy.strategy_name.startswith("ddp"):
+                log.warning("DDP ranks ended with different weights: %s", [r["weights_sha256"][:12] for r in ranks])
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def _resolve_accelerator(accelerator: str) -> str:
+    if accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError("accelerator='gpu' was asked for but CUDA is not available; use --accelerator cpu")
+    return accelerator
+
+
+def _resume_path(resume: str | Path | None, out_dir: Path) -> Path | None:
+    if resume is None:
+        return None
+    path = out_dir / CHECKPOINT_DIR / "last.ckpt" if str(resume) == "last" else Path(resume)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+    return path
+
+
+def build_config(data: AtacformerDataModule, preset: str, overrides: dict | None) -> AtacformerConfig:
+    """The model config for this data: preset sizes, the data's vocabulary and label heads, overrides."""
+    labels = {}
+    if "cell_type" in data.label_names:
+        labels.update(n_cell_types=len(data.label_names["cell_type"]), cell_type_names=data.label_names["cell_type"])
+    if "organ" in data.label_names:
+        labels.update(n_organs=len(data.label_names["organ"]), organ_names=data.label_names["organ"])
+    return AtacformerConfig.from_preset(preset, data.vocab, **{**labels, **(overrides or {})})
+
+
+def pretrain(
+    inputs: str | Path | ad.AnnData | Sequence[str | Path],
+    *,
+    out_dir: str | Path,
+    preset: str = "tiny",
+    overrides: dict | None = None,
+    max_steps: int = 1000,
+    lr: float = 3e-4,
+    warmup_steps: int | None = None,
+    weight_decay: float = 0.05,
+    max_tokens_per_batch: int | None = 16384,
+    batch_size: int | None = None,
+    accumulate_grad_batches: int = 1,
+    gradient_clip_val: float | None = 1.0,
+    val_inputs: Sequence[str | Path] | None = None,
+    val_fraction: float = 0.05,
+    val_every_n_steps: int | None = None,
+    ckpt_every_n_steps: int = 500,
+    resume: str | Path | None = None,
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    accelerator: str = "auto",
+    num_workers: int = 0,
+    dna_embeddings: torch.Tensor | None = None,
+    log_every_n_steps: int = 10,
+    progress_bar: bool = True,
+    seed: int = 0,
+) -> Atacformer:
+    """Pretrain an Atacformer and save it to ``out_dir`` (see the module docstring for the layout).
+
+    ``resume="last"`` (or a checkpoint path) continues a run exactly where it stopped: same batches,
+    masks, dropout and optimizer state, so the losses after the checkpoint equal those of an
+    uninterrupted run. On GPU the step runs under bf16 autocast (``precision="bf16-mixed"``).
+    Scale out with ``devices``/``num_nodes``/``strategy="ddp"|"fsdp"``; every rank reads its own shards.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = _resolve_accelerator(accelerator)
+    ckpt_path = _resume_path(resume, out_dir)
+    L.seed_everything(seed, workers=True, verbose=False)
+
+    data = AtacformerDataModule(
+        inputs, val_inputs=val_inputs, val_fraction=val_fraction, max_tokens_per_batch=max_tokens_per_batch,
+        batch_size=batch_size, num_workers=num_workers, seed=seed)
+    if ckpt_path is not None:  # the checkpoint's architecture wins over preset/overrides
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)["hyper_parameters"]["config"]
+        config = AtacformerConfig.from_dict(saved)
+        data.vocab.check_data({"genome": config.genome, "bin_size": config.bin_size}, what=f"checkpoint {ckpt_path}")
+    else:
+        config = build_config(data, preset, overrides)
+    data.mask_fraction, data.max_length = config.mask_fraction, config.max_length
+    module = AtacformerModule(
+        config, dna_embeddings=dna_embeddings, lr=lr, weight_decay=weight_decay, max_steps=max_steps, seed=seed,
+        warmup_steps=warmup_steps if warmup_steps is not None else min(1000, max(1, max_steps // 20)))
+
+    loggers = [CSVLogger(out_dir, name=LOG_DIR)]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        import tensorboard  # noqa: F401
+
+        loggers.append(TensorBoardLogger(out_dir, name=LOG_DIR, version=loggers[0].version))
+    except ImportError:
+        pass
+    checkpoints = ModelCheckpoint(dirpath=out_dir / CHECKPOINT_DIR, filename="step={step}", auto_insert_metric_name=False,
+                                  every_n_train_steps=ckpt_every_n_steps, save_top_k=-1, save_last=True)
+    has_val = val_every_n_steps is not None and (bool(val_inputs) or data.adata is not None)
+    trainer = L.Trainer(
+        max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        precision="bf16-mixed" if accelerator in ("gpu", "cuda") else "32-true",
+        default_root_dir=out_dir, logger=loggers, callbacks=[checkpoints, RankSummary(out_dir / LOG_DIR / "ranks.json")],
+        gradient_clip_val=gradient_clip_val, accumulate_grad_batches=accumulate_grad_batches,
+        log_every_n_steps=log_every_n_steps, enable_progress_bar=progress_bar, enable_model_summary=False,
+        val_check_interval=val_every_n_steps if has_val else None, check_val_every_n_epoch=None,
+        limit_val_batches=None if has_val else 0, num_sanity_val_steps=0, use_distributed_sampler=False,
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+
+    state = trainer.strategy.lightning_module_state_dict()  # full weights (gathered under FSDP)
+    model = Atacformer(config, dna_embeddings=dna_embeddings)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    if trainer.is_global_zero:
+        model.save_pretrained(out_dir)
+        plot_training_curve(out_dir / LOG_DIR, out_dir / "training_curve.png")
+        log.info("saved the model to %s", out_dir)
+    return model

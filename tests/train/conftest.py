@@ -1,0 +1,60 @@
+"""Tiny cells × bins AnnData objects for the training tests: a toy genome, and the shipped hemato peaks
+re-binned to 5 kb bins by peak midpoint."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from atacformer.genome import Genome, data_path, get_genome
+
+TOY_SIZES = {"chr1": 600_000, "chr2": 400_000}  # 120 + 80 bins of 5 kb
+
+
+def binned_adata(X: sp.csr_matrix, bins, obs: pd.DataFrame) -> ad.AnnData:
+    """A cells × (all bins) AnnData with the ``var``/``uns`` that atacformer ingest writes."""
+    var = bins.var()
+    return ad.AnnData(X=sp.csr_matrix(X, dtype=np.float32), obs=obs, var=var, uns=bins.uns())
+
+
+def toy_adata(n_cells: int = 96, *, seed: int = 0, genome: Genome | None = None) -> ad.AnnData:
+    """Two cell types, each opening its own block of bins (plus noise): learnable structure."""
+    genome = genome or Genome.from_chrom_sizes(TOY_SIZES, name="toy")
+    bins = genome.bins(5000)
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, 2, n_cells)
+    prob = np.full((2, bins.n_bins), 0.03)
+    prob[0, : bins.n_bins // 2] = 0.4
+    prob[1, bins.n_bins // 2 :] = 0.4
+    X = (rng.random((n_cells, bins.n_bins)) < prob[kind]).astype(np.float32)
+    obs = pd.DataFrame({"cell_type": pd.Categorical(np.array(["A", "B"])[kind])},
+                       index=[f"cell{i}" for i in range(n_cells)])
+    return binned_adata(sp.csr_matrix(X), bins, obs)
+
+
+def hemato_binned() -> ad.AnnData:
+    """The shipped hemato peak matrix (600 cells, hg19) summed into 5 kb bins by peak midpoint."""
+    peaks = ad.read_h5ad(data_path("hemato_10x_hg19.h5ad"))
+    bins = get_genome("hg19").bins(5000)
+    chrom = np.array([bins.genome.chrom_index(c) if bins.genome.chrom_index(c) is not None else -1
+                      for c in peaks.var["chrom"].astype(str)])
+    keep = chrom >= 0
+    mid = (peaks.var["start"].to_numpy() + peaks.var["end"].to_numpy()) // 2
+    col = bins.bin_ids(chrom[keep], mid[keep])
+    onehot = sp.csr_matrix((np.ones(keep.sum()), (np.flatnonzero(keep), col)), shape=(peaks.n_vars, bins.n_bins))
+    X = sp.csr_matrix(peaks.X) @ onehot  # cells × bins
+    obs = peaks.obs[["cell_type"]].copy()
+    return binned_adata(X, bins, obs)
+
+
+@pytest.fixture(scope="session")
+def toy():
+    return toy_adata()
+
+
+@pytest.fixture(scope="session")
+def hemato():
+    return hemato_binned()
