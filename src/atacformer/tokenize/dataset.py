@@ -10,16 +10,19 @@ missing or unknown). Tokens are made from ``bin_ids`` by the collator (see
 :func:`~atacformer.tokenize.cell_sentence`).
 
 **Splitting** (:class:`CorpusDataset`). The unit of work is one Parquet row group (``row_group_size``
-cells, default 1024). Each epoch the list of all row groups is (when ``shuffle``) permuted with a seed
-shared by all ranks; rank ``r`` of ``world_size`` takes every ``world_size``-th row group starting at
-``r``, and DataLoader worker ``w`` of ``n`` takes every ``n``-th of those. So every cell is read by
-exactly one (rank, worker) per epoch. Ranks may then differ by up to one row group of cells; DDP needs
-equal batch counts, so pass ``drop_uneven=True`` to cut every rank to the smallest rank's cell count
-(the few cells cut differ from epoch to epoch when shuffling).
+cells, default 1024; shards hold whole row groups). Each epoch the list of all row groups is (when
+``shuffle``) permuted with a seed shared by all ranks, then dealt in that order to the ranks, each row
+group to the rank with the fewest cells so far; DataLoader worker ``w`` of ``n`` takes every ``n``-th
+row group of its rank. So every cell is read by exactly one (rank, worker) per epoch, and shards need
+not divide evenly across ranks (a corpus with fewer shards than ranks still feeds them all). Ranks may
+differ by up to one row group of cells; DDP needs equal batch counts, so pass ``drop_uneven=True`` to
+cut every rank to the smallest rank's cell count (the few cells cut change from epoch to epoch when
+shuffling).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -102,7 +105,7 @@ class CorpusDataset(IterableDataset):
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(len(units))
             units = [units[i] for i in order]
-        per_rank = [units[r :: self.world_size] for r in range(self.world_size)]
+        per_rank = _balance(units, self.world_size)
         mine = [(s, g, first, 0, n) for s, g, first, n in per_rank[self.rank]]
         if not self.drop_uneven:
             return mine
@@ -146,6 +149,18 @@ class CorpusDataset(IterableDataset):
                 yield item
 
 
+def _balance(units: list, n: int) -> list[list]:
+    """Deal units (``(..., n_rows)``) in order to ``n`` ranks, each to the rank with fewest rows so far
+    (ties: lowest rank), so ranks differ by at most one unit's rows."""
+    heap = [(0, r) for r in range(n)]
+    out: list[list] = [[] for _ in range(n)]
+    for unit in units:
+        load, r = heapq.heappop(heap)
+        out[r].append(unit)
+        heapq.heappush(heap, (load + unit[-1], r))
+    return out
+
+
 def _buffer_shuffle(items: Iterator[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
     """Approximate shuffle: keep ``size`` items, emit a random one as each new one arrives."""
     buffer: list[dict] = []
@@ -176,7 +191,7 @@ class AnnDataCellDataset(Dataset):
         label_names: Mapping[str, Sequence[str]] | Corpus | None = None,
     ):
         self.vocab = BinVocab.from_bins(bins_of(adata.uns, "AnnData"))
-        cols = global_columns(adata.var, self.vocab.bins, "AnnData")
+        cols = global_columns(adata.var, self.vocab.bins, "AnnData")  # None: all bins in order
         self.X = to_global(adata.X, cols, self.vocab.n_bins)  # cells × B CSR, columns = global bin ids
         self.cell_ids = adata.obs_names.to_numpy(dtype=str)
         if isinstance(label_names, Corpus):

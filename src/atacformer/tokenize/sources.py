@@ -3,8 +3,8 @@
 Every input becomes a :class:`CellSource`: a name, the :class:`~atacformer.genome.BinIndex` it was
 binned with, a cell count, and :meth:`CellSource.blocks`, which yields :class:`CellBlock` s of at most
 ``block_size`` cells whose matrix columns are *global* bin ids (sorted, zeros dropped). h5ad files are
-opened with ``backed="r"`` so only one block of the count matrix is in memory at a time; their
-``obs`` table (one row per cell, no counts) is read whole.
+read with h5py one block of rows of the count matrix at a time (never the whole matrix); their ``obs``
+table (one row per cell, no counts) is read whole, and of ``var`` only the chrom/start columns.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
+import h5py
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from anndata.io import read_elem, sparse_dataset
 
 from ..genome import BinIndex, get_genome
 
@@ -33,40 +35,71 @@ class CellBlock:
     obs: pd.DataFrame
 
 
-def global_columns(var: pd.DataFrame, bins: BinIndex, where: str) -> np.ndarray:
-    """Global bin id of each ``var`` row, from var chrom/start (fast) or from the bin names."""
+def global_columns(var: pd.DataFrame, bins: BinIndex, where: str) -> np.ndarray | None:
+    """Global bin id of each ``var`` row, from var chrom/start (fast) or else from the bin names;
+    ``None`` when the columns are exactly all bins in order (nothing to re-index)."""
     if {"chrom", "start"} <= set(var.columns):
-        chrom = pd.Series(var["chrom"].astype(str).to_numpy())
-        ci = chrom.map({c: i for i, c in enumerate(bins.chroms)}).to_numpy(dtype=float)
-        start = var["start"].to_numpy(dtype=np.int64)
-        ok = ~np.isnan(ci) & (start % bins.bin_size == 0)
-        cols = np.full(len(var), -1, dtype=np.int64)
-        cols[ok] = bins.offsets[ci[ok].astype(np.int64)] + start[ok] // bins.bin_size
-        ok[ok] &= cols[ok] < bins.offsets[ci[ok].astype(np.int64) + 1]
+        chrom = pd.Categorical(var["chrom"])  # free when already categorical, as ingest writes it
+        lookup = np.array([_index_or(bins, c) for c in chrom.categories] + [-1], dtype=np.int64)
+        ci = lookup[chrom.codes]  # code -1 (missing) → -1
+        start = np.asarray(var["start"], dtype=np.int64)
+        ok = (ci >= 0) & (start % bins.bin_size == 0) & (start >= 0)
+        cols = np.where(ok, bins.offsets[ci] + start // bins.bin_size, -1)
+        ok &= cols < bins.offsets[ci + 1]
         cols[~ok] = -1
+        labels = [f"{c}:{s}" for c, s in zip(np.asarray(chrom), start)] if not ok.all() else []
     else:
         cols = bins.ids_from_names(var.index)
+        labels = list(var.index)
     bad = np.flatnonzero(cols < 0)
     if len(bad):
         raise ValueError(
             f"{where}: {len(bad)} of {len(var)} columns are not {bins.bin_size} bp bins of genome "
-            f"{bins.genome.name!r} (first: {var.index[bad[0]]!r}); re-bin it with atacformer ingest first"
+            f"{bins.genome.name!r} (first: {labels[bad[0]]!r}); re-bin it with atacformer ingest first"
         )
-    if len(np.unique(cols)) != len(cols):
+    if len(cols) == bins.n_bins and np.array_equal(cols, np.arange(bins.n_bins)):
+        return None
+    if np.any(np.diff(np.sort(cols)) == 0):
         raise ValueError(f"{where}: duplicate bins among its columns")
     return cols
 
 
-def to_global(X, cols: np.ndarray, n_bins: int) -> sp.csr_matrix:
-    """Re-index a block's columns to global bin ids; sorted indices, explicit zeros dropped."""
+def _index_or(bins: BinIndex, chrom) -> int:
+    i = bins.genome.chrom_index(str(chrom))
+    return -1 if i is None else i
+
+
+def to_global(X, cols: np.ndarray | None, n_bins: int) -> sp.csr_matrix:
+    """Re-index a block's columns to global bin ids (``cols=None``: already are); sorted indices,
+    explicit zeros dropped."""
     X = sp.csr_matrix(X)
-    identity = len(cols) == n_bins and cols[0] == 0 and np.all(np.diff(cols) == 1)
-    if not identity:
+    if cols is not None:
         X = sp.csr_matrix((X.data, cols[X.indices], X.indptr), shape=(X.shape[0], n_bins))
     X.eliminate_zeros()
     if not X.has_sorted_indices:
         X.sort_indices()
     return X
+
+
+def _read_var(group: h5py.Group) -> pd.DataFrame:
+    """An h5ad ``var`` as chrom/start columns only (cheap), or as its index of bin names."""
+    if "chrom" in group and "start" in group:
+        return pd.DataFrame({"chrom": read_elem(group["chrom"]), "start": read_elem(group["start"])})
+    return pd.DataFrame(index=pd.Index(read_elem(group[group.attrs["_index"]]), dtype=str))
+
+
+def _h5ad_meta(path: Path) -> tuple[dict, int, list[str]]:
+    """(uns genome fields, n_obs, obs columns) of an h5ad, without reading its matrix or var."""
+    try:
+        with h5py.File(path, "r") as f:
+            uns = f["uns"] if "uns" in f else {}
+            meta = {k: read_elem(uns[k]) for k in ("genome", "bin_size", "chrom_sizes") if k in uns}
+            X = f["X"]
+            n_obs = int(X.attrs["shape"][0]) if isinstance(X, h5py.Group) else int(X.shape[0])
+            keys = [str(k) for k in f["obs"].attrs.get("column-order", [])]
+    except (OSError, KeyError) as err:
+        raise ValueError(f"{path}: not a readable h5ad file ({err})") from None
+    return meta, n_obs, keys
 
 
 class CellSource:
@@ -81,19 +114,20 @@ class CellSource:
         return f"CellSource({self.name!r}, n_cells={self.n_cells}, {self.bins!r})"
 
     def blocks(self, block_size: int) -> Iterator[CellBlock]:
-        adata = self._adata
-        backed = adata is None
-        if backed:
-            adata = ad.read_h5ad(self._path, backed="r")
-        try:
-            cols = global_columns(adata.var, self.bins, self.where)
-            for start in range(0, adata.n_obs, block_size):
-                stop = min(start + block_size, adata.n_obs)
-                X = to_global(adata.X[start:stop], cols, self.bins.n_bins)
-                yield CellBlock(X, adata.obs_names[start:stop].to_numpy(dtype=str), adata.obs.iloc[start:stop])
-        finally:
-            if backed:
-                adata.file.close()
+        """Blocks of ``block_size`` cells; an h5ad file is read one block of its matrix at a time."""
+        if self._adata is not None:
+            yield from self._blocks(self._adata.X, self._adata.var, self._adata.obs, block_size)
+            return
+        with h5py.File(self._path, "r") as f:
+            X = sparse_dataset(f["X"]) if isinstance(f["X"], h5py.Group) else f["X"]
+            yield from self._blocks(X, _read_var(f["var"]), read_elem(f["obs"]), block_size)
+
+    def _blocks(self, X, var: pd.DataFrame, obs: pd.DataFrame, block_size: int) -> Iterator[CellBlock]:
+        cols = global_columns(var, self.bins, self.where)
+        ids = obs.index.to_numpy(dtype=str)
+        for start in range(0, X.shape[0], block_size):
+            stop = min(start + block_size, X.shape[0])
+            yield CellBlock(to_global(X[start:stop], cols, self.bins.n_bins), ids[start:stop], obs.iloc[start:stop])
 
 
 def bins_of(uns: Mapping, where: str) -> BinIndex:
@@ -164,11 +198,8 @@ def open_sources(inputs, *, genome=None, bin_size: int | None = None) -> list[Ce
             continue
         if path.suffix != ".h5ad":
             raise ValueError(f"{path}: cannot tell the input type (expected .h5ad or a fragments .tsv[.gz])")
-        backed = ad.read_h5ad(path, backed="r")
-        try:
-            pending.append((name, None, bins_of(backed.uns, str(path)), path, backed.n_obs, list(backed.obs)))
-        finally:
-            backed.file.close()
+        uns, n_obs, keys = _h5ad_meta(path)
+        pending.append((name, None, bins_of(uns, str(path)), path, n_obs, keys))
     known = [p[2] for p in pending if p[2] is not None]
     ref_genome = get_genome(genome) if genome is not None else (known[0].genome if known else None)
     ref_bin_size = int(bin_size) if bin_size is not None else (known[0].bin_size if known else 5000)

@@ -190,7 +190,9 @@ def write_corpus(
     dict. AnnData/h5ad inputs are cells × bins matrices made by ``atacformer ingest`` (``uns``
     genome/bin_size/chrom_sizes, bins as ``var``); h5ad files are streamed ``row_group_size`` cells at a
     time. Fragment files are binned with :func:`atacformer.io.read_fragments` on ``genome``/``bin_size``.
-    All inputs must share genome and bin size. ``obs_columns`` are copied as string labels (missing →
+    All inputs must share genome and bin size. ``cells_per_shard`` is rounded up to a multiple of
+    ``row_group_size`` so that all row groups (the units the dataset splits) are the same size but
+    the corpus's last one. ``obs_columns`` are copied as string labels (missing →
     null); ``dataset`` is the input's name unless its obs has a ``dataset`` column. ``max_length`` and
     ``seed`` are recorded for deriving sentences (see :mod:`atacformer.tokenize.corpus`).
 
@@ -198,6 +200,7 @@ def write_corpus(
     if cells_per_shard < 1 or row_group_size < 1:
         raise ValueError(f"cells_per_shard and row_group_size must be ≥ 1, got {cells_per_shard}, {row_group_size}")
     row_group_size = min(row_group_size, cells_per_shard)
+    cells_per_shard = -(-cells_per_shard // row_group_size) * row_group_size  # whole row groups
     out = Path(out_dir)
     if out.exists() and not (overwrite and out.is_dir()):
         raise ValueError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
