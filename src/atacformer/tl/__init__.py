@@ -1,5 +1,24 @@
-"""Tools: embed, cluster, UMAP, fine-tune, annotate, map, integrate, region embeddings (scanpy style)."""
+"""Tools (scanpy style: ``adata`` first, keyword options, results under ``key_added``).
 
+embed (cell embeddings), cluster/umap, finetune/annotate (cell-type heads), map_query (reference
+mapping), integrate (adversarial batch correction), region_embeddings/specific_regions/
+unannotated_promoters (contextual region analysis); lsi/spectral baselines re-exported from metrics.
+"""
+
+from importlib.util import find_spec
+
+from ..metrics.baselines import lsi, spectral
+from .annotate import annotate, finetune
 from .cluster import cluster, umap
+from .integrate import integrate, map_query
+from .regions import annotate_bins, region_embeddings, specific_regions, unannotated_promoters
 
-__all__ = ["cluster", "umap"]
+__all__ = [
+    "annotate", "annotate_bins", "cluster", "finetune", "integrate", "lsi", "map_query", "region_embeddings",
+    "specific_regions", "spectral", "umap", "unannotated_promoters",
+]
+
+if find_spec(f"{__name__}.embed") is not None:  # tl/embed.py is owned by the training area
+    from .embed import embed  # noqa: F401
+
+    __all__.append("embed")
