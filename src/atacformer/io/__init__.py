@@ -1,5 +1,7 @@
 """Readers and writers: fragment files, BED/narrowPeak files and region matrices → cells × bins AnnData."""
 
 from .fragments import FragmentChunk, iter_fragments
+from .ingest import ingest_fragments, read_fragments
+from .write import write_h5ad
 
-__all__ = ["FragmentChunk", "iter_fragments"]
+__all__ = ["FragmentChunk", "iter_fragments", "read_fragments", "ingest_fragments", "write_h5ad"]

@@ -11,8 +11,9 @@ exact line number and text of the first bad line.
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from isal import igzip
 
-DEFAULT_CHUNK_BYTES = 16 << 20  # decompressed bytes per chunk (~350k fragments)
+DEFAULT_CHUNK_BYTES = 4 << 20  # decompressed bytes per chunk (~90k fragments)
 _COLUMNS = ["chrom", "start", "end", "barcode", "count"]
 _DICT = pa.dictionary(pa.int32(), pa.string())
 
@@ -57,6 +58,13 @@ def open_binary(path: str | Path):
     return igzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
 
 
+def _decompressed(fileobj):
+    """A binary stream over an open file: decompressing if it starts with the gzip magic bytes."""
+    magic = fileobj.read(2)
+    fileobj.seek(0)
+    return igzip.IGzipFile(fileobj=fileobj, mode="rb") if magic == b"\x1f\x8b" else contextlib.nullcontext(fileobj)
+
+
 def _header(path: Path) -> tuple[int, int]:
     """(number of leading ``#``/blank lines, number of columns of the first record; 0 if no record)."""
     n_header = 0
@@ -76,11 +84,17 @@ def _gzip_error(path: Path, err: Exception) -> ValueError:
     return ValueError(f"{path}: truncated or corrupt compressed file ({err}); re-download or re-run bgzip")
 
 
-def iter_fragments(path: str | Path, *, chunk_size: int = DEFAULT_CHUNK_BYTES) -> Iterator[FragmentChunk]:
+def iter_fragments(
+    path: str | Path,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_BYTES,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[FragmentChunk]:
     """Stream a fragments file as :class:`FragmentChunk` blocks of about ``chunk_size`` decompressed bytes.
 
     A 4-column file (no count) gets count 1. Unsorted files are fine. Raises ``ValueError`` naming the file,
     line number and text of the first malformed line, or naming the file if the gzip stream is truncated.
+    ``progress``, if given, is called with the number of file (compressed) bytes consumed since its last call.
     """
     path = Path(path)
     if not path.exists():
@@ -93,7 +107,8 @@ def iter_fragments(path: str | Path, *, chunk_size: int = DEFAULT_CHUNK_BYTES) -
     names = _COLUMNS[:n_cols]
     types = {"chrom": _DICT, "start": pa.int64(), "end": pa.int64(), "barcode": _DICT, "count": pa.int32()}
     line = n_header + 1
-    with open_binary(path) as raw:
+    with open(path, "rb") as fileobj, _decompressed(fileobj) as raw:
+        done = 0
         try:
             reader = pacsv.open_csv(
                 raw,
@@ -106,6 +121,9 @@ def iter_fragments(path: str | Path, *, chunk_size: int = DEFAULT_CHUNK_BYTES) -
                 if not _valid(chunk):
                     _raise_first_bad_line(path, n_cols)
                 line += len(chunk)
+                if progress is not None:
+                    progress(fileobj.tell() - done)
+                    done = fileobj.tell()
                 yield chunk
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             _raise_first_bad_line(path, n_cols, err)

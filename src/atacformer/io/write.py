@@ -1,0 +1,74 @@
+"""Atomic h5ad writing: a temporary file in the destination folder, then ``os.replace``.
+
+:func:`write_csr_h5ad` streams a cells × bins CSR matrix to disk block by block, so an ingest never holds
+the whole count matrix in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise FileNotFoundError(f"output folder does not exist: {path.parent}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_h5ad(adata: ad.AnnData, path: str | Path) -> Path:
+    """Write ``adata`` to ``path`` atomically (no half-written file is ever left behind)."""
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)
+    return Path(path)
+
+
+def write_csr_h5ad(path: str | Path, *, obs: pd.DataFrame, var: pd.DataFrame, uns: dict,
+                   blocks: Iterable[sp.csr_matrix], max_nnz: int | None = None, dtype=np.int32) -> Path:
+    """Write an h5ad whose ``X`` is the row-wise concatenation of CSR ``blocks`` (rows = obs), atomically.
+
+    ``max_nnz`` (an upper bound of the number of stored entries) lets indices be int32 when it is < 2**31."""
+    n_obs, n_vars = len(obs), len(var)
+    index_dtype = np.int32 if max_nnz is not None and max_nnz < 2**31 and n_vars < 2**31 else np.int64
+    with atomic_path(path) as tmp:
+        ad.AnnData(obs=obs, var=var, uns=uns).write_h5ad(tmp)
+        with h5py.File(tmp, "a") as f:
+            g = f.create_group("X")
+            g.attrs["encoding-type"] = "csr_matrix"
+            g.attrs["encoding-version"] = "0.1.0"
+            g.attrs["shape"] = np.array([n_obs, n_vars], dtype=np.int64)
+            data = g.create_dataset("data", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 18,))
+            indices = g.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=index_dtype,
+                                       chunks=(1 << 18,))
+            indptr = [np.zeros(1, dtype=index_dtype)]
+            nnz = rows = 0
+            for block in blocks:
+                k = block.nnz
+                data.resize((nnz + k,))
+                indices.resize((nnz + k,))
+                data[nnz:] = block.data.astype(dtype, copy=False)
+                indices[nnz:] = block.indices.astype(index_dtype, copy=False)
+                indptr.append((block.indptr[1:] + nnz).astype(index_dtype))
+                nnz += k
+                rows += block.shape[0]
+            if rows != n_obs:
+                raise RuntimeError(f"internal error: wrote {rows} rows for {n_obs} cells")
+            g.create_dataset("indptr", data=np.concatenate(indptr))
+    return Path(path)
