@@ -102,7 +102,7 @@ class Corpus:
 
     >>> corpus = Corpus("corpus/")
     >>> len(corpus), corpus.label_names("cell_type")[:2]
-    (600, ['01_HSC', '02_Early.Eryth'])
+    (1200, ['01_HSC', '05_CMP.LMPP'])
     """
 
     def __init__(self, path: str | Path):

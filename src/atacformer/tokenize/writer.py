@@ -199,6 +199,8 @@ def write_corpus(
     Returns the :class:`CorpusInfo` also written to ``out_dir/corpus.json``."""
     if cells_per_shard < 1 or row_group_size < 1:
         raise ValueError(f"cells_per_shard and row_group_size must be ≥ 1, got {cells_per_shard}, {row_group_size}")
+    if isinstance(obs_columns, str):
+        obs_columns = [obs_columns]
     row_group_size = min(row_group_size, cells_per_shard)
     cells_per_shard = -(-cells_per_shard // row_group_size) * row_group_size  # whole row groups
     out = Path(out_dir)
