@@ -33,7 +33,7 @@ A, C, G, T, N = 0, 1, 2, 3, 4  # 3-bit base codes; complement of x < 4 is 3 - x
 
 
 def _base_lut() -> np.ndarray:
-    lut = np.full(256, N, dtype=np.uint32)
+    lut = np.full(256, N, dtype=np.uint8)
     for ch, code in zip("ACGT", (A, C, G, T)):
         lut[ord(ch)] = lut[ord(ch.lower())] = code
     return lut
@@ -63,7 +63,7 @@ def canonical_lut() -> tuple[np.ndarray, np.ndarray]:
 
 
 def encode(seqs: Sequence[str] | str, *, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """3-bit codes of sequences, padded with N: ``(codes (n, L) uint32, lengths (n,) int64)``."""
+    """3-bit codes of sequences, padded with N: ``(codes (n, L) uint8, lengths (n,) int64)``."""
     if isinstance(seqs, str):
         seqs = [seqs]
     lengths = np.array([len(s) for s in seqs], dtype=np.int64)
@@ -92,9 +92,9 @@ def kmer_features_codes(codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     feats = np.zeros((n, N_FEATURES), dtype=np.float32)
     if width < K or n == 0:
         return feats
-    d2 = (codes[:, :-1] << 3) | codes[:, 1:]  # (n, L-1) dinucleotides
-    d4 = (d2[:, :-2] << 6) | d2[:, 2:]  # (n, L-3)
-    d6 = (d4[:, :-2] << 6) | d2[:, 4:]  # (n, L-5) 6-mers, 18 bits
+    d2 = (codes[:, :-1] << 3) | codes[:, 1:]  # (n, L-1) uint8 dinucleotides, 6 bits
+    d4 = (d2[:, :-2].astype(np.uint16) << 6) | d2[:, 2:]  # (n, L-3) 12 bits
+    d6 = (d4[:, :-2].astype(np.uint32) << 6) | d2[:, 4:]  # (n, L-5) 6-mers, 18 bits
     cls = lut[d6]  # (n, L-5) canonical class, 2080 = has an N
     cls += (np.arange(n, dtype=np.int64) * (N_CANONICAL + 1))[:, None]
     counts = np.bincount(cls.ravel(), minlength=n * (N_CANONICAL + 1)).reshape(n, N_CANONICAL + 1)
@@ -105,15 +105,14 @@ def kmer_features_codes(codes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         spectrum = np.log1p(counts / expected) - np.float32(np.log(2.0))
     feats[:, :N_CANONICAL] = np.where(n_valid > 0, spectrum, 0.0)
 
-    base = np.bincount((codes + (np.arange(n, dtype=np.uint32) * 5)[:, None]).ravel(), minlength=n * 5)
-    base = base.reshape(n, 5).astype(np.float64)  # (n, 5) counts of A C G T N
-    base[:, N] -= width - lengths  # padding is not sequence
-    acgt = base[:, :4].sum(axis=1)
+    base = np.stack([(codes == b).sum(axis=1) for b in (C, G, N)], axis=1).astype(np.float64)  # (n, 3)
+    n_c, n_g, n_n = base[:, 0], base[:, 1], base[:, 2] - (width - lengths)  # padding is not sequence
+    acgt = lengths - n_n
     cg = (d2 == ((C << 3) | G)).sum(axis=1)  # CpG dinucleotides
     with np.errstate(divide="ignore", invalid="ignore"):
-        gc = np.where(acgt > 0, (base[:, C] + base[:, G]) / acgt, 0.5)
-        oe = np.where(base[:, C] * base[:, G] > 0, cg * acgt / (base[:, C] * base[:, G]), 1.0)
-        nfrac = np.where(lengths > 0, base[:, N] / np.maximum(lengths, 1), 1.0)
+        gc = np.where(acgt > 0, (n_c + n_g) / acgt, 0.5)
+        oe = np.where(n_c * n_g > 0, cg * acgt / (n_c * n_g), 1.0)
+        nfrac = np.where(lengths > 0, n_n / np.maximum(lengths, 1), 1.0)
     feats[:, N_CANONICAL] = SCALAR_WEIGHT * (gc - 0.5)
     feats[:, N_CANONICAL + 1] = SCALAR_WEIGHT * (np.log1p(oe) - np.log(2.0))
     feats[:, N_CANONICAL + 2] = SCALAR_WEIGHT * nfrac

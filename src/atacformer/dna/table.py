@@ -105,6 +105,16 @@ class DNAEmbeddingTable:
                 raise ValueError(f"{where}DNA table genome {self.genome!r} has other lengths for {diff[:3]}: "
                                  "built from another assembly")
 
+    def _bin_ids(self, bins) -> np.ndarray:
+        """Global bin id of each row's name (-1: not a bin of ``bins``): exact names by dictionary,
+        the rest (e.g. Ensembl-style ``1:0-5000``) parsed and normalised."""
+        lookup = dict(zip(bins.names().tolist(), range(bins.n_bins)))
+        ids = np.fromiter((lookup.get(str(n), -1) for n in self.bin_names), dtype=np.int64, count=len(self))
+        other = ids < 0
+        if other.any():
+            ids[other] = bins.ids_from_names(self.bin_names[other])
+        return ids
+
     def aligned(self, vocab) -> np.ndarray:
         """Rows aligned to the token ids of ``vocab`` (a BinVocab): float32 ``(len(vocab), dim)``.
 
@@ -112,7 +122,7 @@ class DNAEmbeddingTable:
         the table get zeros. Sets :attr:`n_missing` (vocabulary bins without a row) and :attr:`n_unused`
         (table rows that are not vocabulary bins, e.g. chrY)."""
         self.check_compatible(vocab.genome.name, vocab.bin_size, vocab.genome.chrom_sizes)
-        ids = vocab.bins.ids_from_names(self.bin_names)  # (n_rows,) global bin id or -1
+        ids = self._bin_ids(vocab.bins)  # (n_rows,) global bin id or -1
         found = ids[ids >= 0]
         uniq, counts = np.unique(found, return_counts=True)
         if (counts > 1).any():
@@ -121,9 +131,13 @@ class DNAEmbeddingTable:
         out = np.zeros((len(vocab), self.dim), dtype=np.float32)  # (V, dim)
         for s in range(0, len(self), _ALIGN_CHUNK):
             chunk_ids = ids[s : s + _ALIGN_CHUNK]
-            keep = chunk_ids >= 0
-            rows = np.asarray(self.embeddings[s : s + _ALIGN_CHUNK], dtype=np.float32)
-            out[vocab.bin_to_token(chunk_ids[keep])] = rows[keep]
+            rows = self.embeddings[s : s + _ALIGN_CHUNK]  # (chunk, dim) stored dtype
+            first = vocab.bin_to_token(chunk_ids[0])
+            if chunk_ids[0] >= 0 and np.array_equal(chunk_ids, np.arange(chunk_ids[0], chunk_ids[0] + len(chunk_ids))):
+                out[first : first + len(rows)] = rows  # in-order rows (tables written by build_table)
+            else:
+                keep = chunk_ids >= 0
+                out[vocab.bin_to_token(chunk_ids[keep])] = np.asarray(rows, dtype=np.float32)[keep]
         self.n_missing = int(vocab.n_bins - len(found))
         self.n_unused = int(len(self) - len(found))
         level = logging.WARNING if self.n_missing else logging.INFO
