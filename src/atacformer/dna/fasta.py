@@ -26,7 +26,7 @@ class GenomeFasta:
         if not Path(str(self.path) + ".fai").exists():
             log.info("indexing %s (writing %s.fai)", self.path, self.path)
         try:
-            self._fasta = pyfaidx.Fasta(str(self.path), as_raw=True, rebuild=False)
+            self._fasta = pyfaidx.Fasta(str(self.path), as_raw=True)  # (re)builds a missing or stale .fai
         except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat) as err:
             raise ValueError(f"{self.path}: cannot index FASTA: {err}") from None
         by_norm = {bins.genome.chroms[i]: k for k in self._fasta.keys()
