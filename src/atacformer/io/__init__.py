@@ -2,6 +2,9 @@
 
 from .fragments import FragmentChunk, iter_fragments
 from .ingest import ingest_fragments, read_fragments
+from .read import detect_kind, ingest, read
+from .regions import read_bed, read_region_matrix
 from .write import write_h5ad
 
-__all__ = ["FragmentChunk", "iter_fragments", "read_fragments", "ingest_fragments", "write_h5ad"]
+__all__ = ["FragmentChunk", "iter_fragments", "read_fragments", "ingest_fragments", "read_bed",
+           "read_region_matrix", "read", "ingest", "detect_kind", "write_h5ad"]

@@ -139,7 +139,8 @@ def _obs_and_keep(counter: FragmentCounter, samples: list[str], *, min_fragments
     if table is not None:
         joined = table.loc[key[rows]].set_axis(obs.index)
         for col in joined.columns:
-            obs[col] = joined[col].to_numpy()
+            values = joined[col]
+            obs[col] = pd.Categorical(values) if values.dtype == object else values.to_numpy()
     return obs, keep
 
 
