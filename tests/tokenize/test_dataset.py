@@ -98,3 +98,16 @@ def test_anndata_dataset_matches_corpus(tmp_path, toy_bins, make_cells, open_bin
     own = AnnDataCellDataset(a[:, ::-1].copy(), label_keys=("cell_type",))  # columns in any order
     assert own.label_names == {"cell_type": ["Mono", "T"]}
     assert np.array_equal(own[3]["bin_ids"], open_bins_of(a)[3])
+
+
+def test_rank_and_world_size_from_torch_distributed(corpus, monkeypatch):
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    ds = CorpusDataset(corpus, shuffle=False)
+    assert (ds.rank, ds.world_size) == (1, 2)
+    explicit = CorpusDataset(corpus, shuffle=False, rank=1, world_size=2)
+    assert [c["row"] for c in ds] == [c["row"] for c in explicit]
+    assert 0 < len(ds) < len(corpus)

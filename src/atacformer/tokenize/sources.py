@@ -103,18 +103,25 @@ def _h5ad_meta(path: Path) -> tuple[dict, int, list[str]]:
 
 
 class CellSource:
-    """One corpus input: an in-memory AnnData, an h5ad file read in blocks, or fragment files."""
+    """One corpus input: an in-memory AnnData, an h5ad file read in blocks, or a fragment file (binned
+    when its blocks are first asked for; ``n_cells`` is then unknown (None) until it has been read)."""
 
-    def __init__(self, name: str, bins: BinIndex, n_cells: int, obs_keys: Sequence[str], *,
-                 adata: ad.AnnData | None = None, path: Path | None = None, where: str = ""):
+    def __init__(self, name: str, bins: BinIndex, n_cells: int | None, obs_keys: Sequence[str], *,
+                 adata: ad.AnnData | None = None, path: Path | None = None, where: str = "",
+                 fragments: bool = False):
         self.name, self.bins, self.n_cells, self.obs_keys = name, bins, n_cells, list(obs_keys)
-        self._adata, self._path, self.where = adata, path, where or name
+        self._adata, self._path, self.where, self._fragments = adata, path, where or name, fragments
 
     def __repr__(self) -> str:
         return f"CellSource({self.name!r}, n_cells={self.n_cells}, {self.bins!r})"
 
     def blocks(self, block_size: int) -> Iterator[CellBlock]:
         """Blocks of ``block_size`` cells; an h5ad file is read one block of its matrix at a time."""
+        if self._fragments:
+            adata = _read_fragments(self._path, self.bins.genome, self.bins.bin_size)
+            self.n_cells = adata.n_obs
+            yield from self._blocks(adata.X, adata.var, adata.obs, block_size)
+            return
         if self._adata is not None:
             yield from self._blocks(self._adata.X, self._adata.var, self._adata.obs, block_size)
             return
@@ -140,14 +147,17 @@ def _is_fragments(path: Path) -> bool:
     return path.name.lower().endswith(FRAGMENT_SUFFIXES)
 
 
-def _read_fragments(path: Path, genome, bin_size: int) -> ad.AnnData:
+def _has_fragment_reader() -> bool:
     try:
-        from ..io import read_fragments
+        from ..io import read_fragments  # noqa: F401
     except ImportError:
-        raise ValueError(
-            f"{path}: fragment files need atacformer.io.read_fragments, which this install lacks; "
-            "run `atacformer ingest` on it and tokenize the h5ad"
-        ) from None
+        return False
+    return True
+
+
+def _read_fragments(path: Path, genome, bin_size: int) -> ad.AnnData:
+    from ..io import read_fragments
+
     return read_fragments([path], genome=genome, bin_size=bin_size)
 
 
@@ -177,11 +187,13 @@ def _named_inputs(inputs) -> list[tuple[str, object]]:
 
 
 def open_sources(inputs, *, genome=None, bin_size: int | None = None) -> list[CellSource]:
-    """Open every input (cheaply: h5ad files are only opened backed to read ``uns``/shape) and check
-    they all share one genome and bin size (and ``genome``/``bin_size`` when given).
+    """Open every input cheaply (of an h5ad file only ``uns``, the shape and the obs column names are
+    read) and check they all share one genome and bin size (and ``genome``/``bin_size`` when given).
 
-    Fragment files are binned here with :func:`atacformer.io.read_fragments` (in memory, CSR), on
-    ``genome``/``bin_size`` or else on the genome and bin size of the other inputs."""
+    Fragment files are binned later, one at a time, with :func:`atacformer.io.read_fragments` (in
+    memory, CSR), on ``genome``/``bin_size`` or else on the other inputs' genome and bin size; their
+    ``obs`` holds QC columns only, so they add no labels besides ``dataset`` (join labels with
+    ``atacformer ingest --labels`` and tokenize the h5ad instead)."""
     named = _named_inputs(inputs)
     if not named:
         raise ValueError("no inputs given")
@@ -206,19 +218,22 @@ def open_sources(inputs, *, genome=None, bin_size: int | None = None) -> list[Ce
     sources = []
     for name, adata, bins, path, n, keys in pending:
         where = str(path) if path is not None else f"AnnData {name!r}"
-        if bins is None:
+        fragments = bins is None
+        if fragments:
             if ref_genome is None:
                 raise ValueError(f"{path}: fragment input needs genome=... (e.g. --genome hg38)")
-            adata = _read_fragments(path, ref_genome, ref_bin_size)
-            bins, n, keys = bins_of(adata.uns, where), adata.n_obs, list(adata.obs)
+            if not _has_fragment_reader():
+                raise ValueError(f"{path}: fragment files need atacformer.io.read_fragments, which this "
+                                 "install lacks; run `atacformer ingest` on it and tokenize the h5ad")
+            bins, n = ref_genome.bins(ref_bin_size), None
         _check_same(bins, ref_genome.bins(ref_bin_size), where)
-        sources.append(CellSource(name, bins, n, keys, adata=adata, path=path, where=where))
+        sources.append(CellSource(name, bins, n, keys, adata=adata, path=path, where=where, fragments=fragments))
     return sources
 
 
 def _check_same(bins: BinIndex, ref: BinIndex, where: str) -> None:
     if (bins.genome.name != ref.genome.name or bins.bin_size != ref.bin_size
-            or bins.genome.chrom_sizes != ref.genome.chrom_sizes):
+            or list(bins.genome.chrom_sizes.items()) != list(ref.genome.chrom_sizes.items())):
         raise ValueError(
             f"{where} is on genome {bins.genome.name!r} with {bins.bin_size} bp bins, but the corpus is "
             f"{ref.genome.name!r} with {ref.bin_size} bp bins: all inputs must share genome and bin size"

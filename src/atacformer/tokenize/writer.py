@@ -231,15 +231,17 @@ def _write(sources, tmp: Path, out: Path, vocab: BinVocab, label_columns, *, cel
     writer = ShardWriter(tmp, schema, cells_per_shard=cells_per_shard, row_group_size=row_group_size)
     stats = _Stats(label_columns, vocab.n_bins)
     datasets: dict[str, int] = {}
-    total = sum(s.n_cells for s in sources)
+    known = [s.n_cells for s in sources]
+    total = None if None in known else sum(known)  # fragment files: cell count unknown until read
     with tqdm(total=total, unit="cells", desc="tokenize", disable=not progress) as bar:
         for source in sources:
+            datasets[source.name] = 0
             for block in source.blocks(row_group_size):
                 table = block_table(block, source.name, label_columns, schema)
                 writer.write(table)
                 stats.add(table)
                 bar.update(table.num_rows)
-            datasets[source.name] = source.n_cells
+                datasets[source.name] += table.num_rows
     shards = writer.close()
     n_cells = sum(s.n_rows for s in shards)
     if n_cells == 0:
