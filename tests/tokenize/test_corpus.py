@@ -66,7 +66,11 @@ def test_bin_subset_and_permuted_columns_map_to_global_ids(tmp_path, toy_bins, m
     sub = full[:, cols].copy()  # var chrom/start still present: fast path
     no_coords = sub.copy()
     no_coords.var = no_coords.var[[]]  # only the names: parsed
-    write_corpus({"s": sub, "n": no_coords}, tmp_path / "c", progress=False)
+    dense = sub.copy()
+    dense.X = dense.X.toarray()
+    dense.write_h5ad(tmp_path / "dense.h5ad")  # a dense X on disk is read in row blocks too
+    write_corpus({"s": sub, "n": no_coords, "d": tmp_path / "dense.h5ad"}, tmp_path / "c", row_group_size=5,
+                 progress=False)
     cells = _by_cell(tmp_path / "c")
     keep = np.zeros(toy_bins.n_bins, dtype=bool)
     keep[cols] = True
@@ -74,6 +78,7 @@ def test_bin_subset_and_permuted_columns_map_to_global_ids(tmp_path, toy_bins, m
         expected = bins[keep[bins]]
         assert np.array_equal(cells[("s", cell_id)]["bin_ids"], expected)
         assert np.array_equal(cells[("n", cell_id)]["bin_ids"], expected)
+        assert np.array_equal(cells[("d", cell_id)]["bin_ids"], expected)
 
 
 def test_genome_and_bin_size_mismatch_and_bad_inputs(tmp_path, toy_bins, make_cells):

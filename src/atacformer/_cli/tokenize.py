@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="cells × bins .h5ad files or fragments .tsv.gz")
     p.add_argument("-o", "--output", required=True, help="corpus folder to create")
     p.add_argument("--genome", help="genome for fragment inputs (hg38, hg19, mm10 or a chrom-sizes file)")
-    p.add_argument("--bin-size", type=int, help="bin size for fragment inputs (default: that of the h5ad inputs, or 5000)")
+    p.add_argument("--bin-size", type=int,
+                   help="bin size for fragment inputs (default: that of the h5ad inputs, or 5000)")
     p.add_argument("--cells-per-shard", type=int, default=DEFAULT_CELLS_PER_SHARD, metavar="N",
                    help=f"cells per Parquet shard (default {DEFAULT_CELLS_PER_SHARD})")
     p.add_argument("--row-group-size", type=int, default=DEFAULT_ROW_GROUP_SIZE, metavar="N",
