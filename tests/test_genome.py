@@ -76,3 +76,16 @@ def test_uns_roundtrip_custom_genome():
 def test_unknown_genome_is_clear_error():
     with pytest.raises(ValueError, match="unknown genome"):
         get_genome("hg37")
+
+
+def test_from_uns_keeps_chromosome_order_when_keys_come_back_sorted_as_text():
+    sizes = {f"chr{i}": 1000 * i for i in range(1, 13)}
+    bins = Genome.from_chrom_sizes(sizes, name="toy12").bins(500)
+    uns = bins.uns()
+    text_sorted = {k: uns["chrom_sizes"][k] for k in sorted(uns["chrom_sizes"])}  # what an h5ad round trip gives
+    assert list(text_sorted)[:3] == ["chr1", "chr10", "chr11"]
+    for u in ({**uns, "chrom_sizes": text_sorted}, {k: v for k, v in {**uns, "chrom_sizes": text_sorted}.items()
+                                                    if k != "chroms"}):
+        again = BinIndex.from_uns(u)
+        assert again.genome.chroms == bins.genome.chroms
+        assert list(again.names()) == list(bins.names())

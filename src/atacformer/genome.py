@@ -332,7 +332,12 @@ class BinIndex:
 
     def uns(self) -> dict:
         """What a cells × bins AnnData records in ``uns`` to be re-opened against the same bins."""
-        return {"genome": self.genome.name, "bin_size": self.bin_size, "chrom_sizes": dict(self.genome.chrom_sizes)}
+        return {
+            "genome": self.genome.name,
+            "bin_size": self.bin_size,
+            "chroms": list(self.genome.chroms),  # explicit order: h5ad stores dict keys sorted as text
+            "chrom_sizes": dict(self.genome.chrom_sizes),
+        }
 
     @classmethod
     def from_uns(cls, uns) -> BinIndex:
@@ -341,14 +346,14 @@ class BinIndex:
             raise ValueError("AnnData has no uns['genome'] / uns['bin_size']: was it made by atacformer ingest?")
         name = str(uns["genome"])
         sizes = uns.get("chrom_sizes")
-        if name.lower() in BUILTIN_GENOMES:
+        if sizes is not None:
+            sizes = {str(k): int(v) for k, v in dict(sizes).items()}
+            order = [str(c) for c in uns["chroms"]] if uns.get("chroms") is not None else sorted(sizes, key=_natural_key)
+            sizes = {c: sizes[c] for c in order}
+        if name.lower() in BUILTIN_GENOMES and (sizes is None or sizes == get_genome(name).chrom_sizes):
             genome = get_genome(name)
-            if sizes is not None and {k: int(v) for k, v in dict(sizes).items()} != genome.chrom_sizes:
-                genome = Genome.from_chrom_sizes({k: int(v) for k, v in dict(sizes).items()}, name=name,
-                                                 chroms=list(dict(sizes)))
         elif sizes is not None:
-            genome = Genome.from_chrom_sizes({k: int(v) for k, v in dict(sizes).items()}, name=name,
-                                             chroms=list(dict(sizes)))
+            genome = Genome.from_chrom_sizes(sizes, name=name, chroms=list(sizes))
         else:
             raise ValueError(f"AnnData genome {name!r} is not built in and uns has no 'chrom_sizes'")
         return cls(genome, int(uns["bin_size"]))
