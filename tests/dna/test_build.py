@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import atacformer.dna.build as build_mod
-from atacformer.dna import DNAEmbeddingTable, GenomeFasta, KmerEmbedder, build_table
+from atacformer.dna import GenomeFasta, KmerEmbedder, build_table
 from atacformer.genome import Genome
 from atacformer.tokenize import BinVocab
 
