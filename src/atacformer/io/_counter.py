@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..genome import BinIndex
-from ._qc import MONO_MAX, NFR_MAX, CellStats, QCTables, _inside
+from ._qc import GRID_SHIFT, MONO_MAX, NFR_MAX, CellStats, QCTables, _inside
 from ._runs import RunStore
 from .fragments import FragmentChunk, iter_fragments
 
@@ -115,11 +115,12 @@ class FragmentCounter:
         b1 = bins.offsets[ci] + start // bins.bin_size  # insertion bins
         b2 = bins.offsets[ci] + (end - 1) // bins.bin_size
         st.add("n_promoter", np.concatenate([cell[qc.promoter_bins[b1]], cell[qc.promoter_bins[b2]]]))
-        if qc.has_genes:
-            lin1 = qc.chrom_start[ci] + start
-            lin2 = qc.chrom_start[ci] + end - 1
+        if qc.has_genes:  # insertions (genome-linear) near a TSS: grid pre-filter, then exact windows
+            lin = np.concatenate([qc.chrom_start[ci] + start, qc.chrom_start[ci] + end - 1])
+            near = qc.tss_grid[lin >> GRID_SHIFT]
+            lin, near_cell = lin[near], np.concatenate([cell, cell])[near]
             for field, (s, e) in (("tss_center", qc.center), ("tss_flank", qc.flank)):
-                st.add(field, np.concatenate([cell[_inside(s, e, lin1)], cell[_inside(s, e, lin2)]]))
+                st.add(field, near_cell[_inside(s, e, lin)])
         if self.counting == "fragment":
             two = b2 != b1
             self.store.add(np.concatenate([cell, cell[two]]), np.concatenate([b1, b2[two]]), st.n)

@@ -24,6 +24,7 @@ TSS_CENTER = 50  # |d| <= 50 bp: 101 bp
 TSS_FLANK = (1900, 2000)  # 1900 <= |d| <= 2000: 2 x 101 bp
 PROMOTER = (2000, 500)  # upstream, downstream of the TSS
 NFR_MAX, MONO_MAX = 147, 294
+GRID_SHIFT = 10  # 1 kb grid over the genome-linear coordinate: cheap pre-filter of TSS window lookups
 STAT_FIELDS = ("n_fragments", "n_unique", "n_mito", "n_nfr", "n_mono", "n_main", "n_promoter",
                "tss_center", "tss_flank")
 
@@ -44,6 +45,15 @@ def _inside(starts: np.ndarray, ends: np.ndarray, x: np.ndarray) -> np.ndarray:
     return (i >= 0) & (x < ends[np.maximum(i, 0)])
 
 
+def _grid(starts: np.ndarray, ends: np.ndarray, genome_length: int) -> np.ndarray:
+    """Boolean mask of the 2**GRID_SHIFT bp grid cells touched by the half-open intervals."""
+    n = (genome_length >> GRID_SHIFT) + 2
+    diff = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(diff, np.clip(starts >> GRID_SHIFT, 0, n - 1), 1)
+    np.add.at(diff, np.clip(((ends - 1) >> GRID_SHIFT) + 1, 0, n), -1)
+    return np.cumsum(diff[:n]) > 0
+
+
 class QCTables:
     """TSS windows (genome-linear coordinates) and the promoter-bin mask of a bin index."""
 
@@ -53,6 +63,7 @@ class QCTables:
         self.promoter_bins = np.zeros(bins.n_bins, dtype=bool)
         empty = np.zeros(0, dtype=np.int64)
         self.center, self.flank = (empty, empty), (empty, empty)
+        self.tss_grid = np.zeros(1, dtype=bool)
         if genome.genes_path is None:
             self.has_genes = False
             return
@@ -65,6 +76,8 @@ class QCTables:
         self.center = _merge(lin - TSS_CENTER, lin + TSS_CENTER + 1)
         lo, hi = TSS_FLANK
         self.flank = _merge(np.concatenate([lin - hi, lin + lo]), np.concatenate([lin - lo + 1, lin + hi + 1]))
+        self.tss_grid = _grid(np.concatenate([self.center[0], self.flank[0]]),
+                              np.concatenate([self.center[1], self.flank[1]]), int(bins.chrom_sizes.sum()))
         up, down = PROMOTER
         p_start = np.where(minus, tss - down + 1, tss - up)
         p_end = np.where(minus, tss + up + 1, tss + down)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from isal import igzip
 DEFAULT_CHUNK_BYTES = 4 << 20  # decompressed bytes per chunk (~90k fragments)
 _COLUMNS = ["chrom", "start", "end", "barcode", "count"]
 _DICT = pa.dictionary(pa.int32(), pa.string())
+_TYPES = {"chrom": _DICT, "start": pa.int64(), "end": pa.int64(), "barcode": _DICT, "count": pa.int32()}
 
 
 @dataclass
@@ -104,34 +107,91 @@ def iter_fragments(
         return
     if n_cols not in (4, 5):
         _raise_first_bad_line(path, n_cols if n_cols in (4, 5) else 5)
-    names = _COLUMNS[:n_cols]
-    types = {"chrom": _DICT, "start": pa.int64(), "end": pa.int64(), "barcode": _DICT, "count": pa.int32()}
+    read_opts = pacsv.ReadOptions(block_size=1 << 20, column_names=_COLUMNS[:n_cols])
+    parse_opts = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False)
+    convert_opts = pacsv.ConvertOptions(column_types={k: _TYPES[k] for k in _COLUMNS[:n_cols]})
+    pool = pa.system_memory_pool()  # returns freed blocks to the OS: flat RSS
     line = n_header + 1
+    try:
+        for block, consumed in _threaded(_line_blocks(path, int(chunk_size), n_header)):
+            table = pacsv.read_csv(pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts,
+                                   convert_options=convert_opts, memory_pool=pool)
+            line_here = line
+            line += block.count(b"\n")
+            if table.num_rows == 0:
+                continue
+            chunk = _to_chunk(table.unify_dictionaries(pool).combine_chunks(pool), line_here)
+            if not _valid(chunk):
+                _raise_first_bad_line(path, n_cols)
+            if progress is not None:
+                progress(consumed)
+            yield chunk
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        _raise_first_bad_line(path, n_cols, err)
+    except (EOFError, OSError, igzip.BadGzipFile) as err:
+        raise _gzip_error(path, err) from None
+
+
+def _line_blocks(path: Path, size: int, skip_lines: int) -> Iterator[tuple[bytes, int]]:
+    """Decompressed blocks of about ``size`` bytes ending at a line end, after ``skip_lines`` header lines;
+    each with the number of file bytes consumed since the previous block."""
     with open(path, "rb") as fileobj, _decompressed(fileobj) as raw:
-        done = 0
+        rest, done = b"", 0
+        while True:
+            data = raw.read(size)
+            if not data:
+                if rest.strip():
+                    yield rest + b"\n", fileobj.tell() - done
+                return
+            data = rest + data
+            while skip_lines and data:
+                nl = data.find(b"\n")
+                if nl < 0:
+                    break
+                data, skip_lines = data[nl + 1 :], skip_lines - 1
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            if cut:
+                yield data[:cut], fileobj.tell() - done
+                done = fileobj.tell()
+
+
+def _threaded(items: Iterator, depth: int = 2) -> Iterator:
+    """Run a generator in a background thread (ISA-L decompression releases the GIL), ``depth`` items ahead."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def work():
         try:
-            reader = pacsv.open_csv(
-                raw,
-                read_options=pacsv.ReadOptions(block_size=int(chunk_size), column_names=names, skip_rows=n_header),
-                parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False),
-                convert_options=pacsv.ConvertOptions(column_types={k: types[k] for k in names}),
-            )
-            for batch in reader:
-                chunk = _to_chunk(batch, line)
-                if not _valid(chunk):
-                    _raise_first_bad_line(path, n_cols)
-                line += len(chunk)
-                if progress is not None:
-                    progress(fileobj.tell() - done)
-                    done = fileobj.tell()
-                yield chunk
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-            _raise_first_bad_line(path, n_cols, err)
-        except (EOFError, OSError, igzip.BadGzipFile) as err:
-            raise _gzip_error(path, err) from None
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as err:  # re-raised in the consumer
+            q.put(err)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while (item := q.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
-def _to_chunk(batch: pa.RecordBatch, first_line: int) -> FragmentChunk:
+def _to_chunk(table: pa.Table, first_line: int) -> FragmentChunk:
+    batch = pa.RecordBatch.from_arrays([c.chunk(0) if c.num_chunks else c.combine_chunks() for c in table.columns],
+                                       names=table.column_names)
     chrom, barcode = batch.column(0), batch.column(3)
     n = batch.num_rows
     count = batch.column(4).to_numpy() if batch.num_columns == 5 else np.ones(n, dtype=np.int32)
