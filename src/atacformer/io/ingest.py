@@ -37,7 +37,8 @@ def sample_names_for(paths: Sequence[Path], sample_names: Sequence[str] | None =
         if len(names) != len(paths):
             raise ValueError(f"got {len(names)} sample names for {len(paths)} input files")
     else:
-        names = [re.sub(r"(\.(tsv|bed|txt|csv|gz|bgz))+$", "", p.name) for p in paths]
+        names = [re.sub(r"(\.(tsv|bed|txt|csv|gz|bgz|narrowpeak|broadpeak))+$", "", p.name, flags=re.I)
+                 for p in paths]
         names = [re.sub(r"[._-]?(atac_)?fragments$", "", n) or n for n in names]
         if len(set(names)) < len(names):
             names = [p.resolve().parent.name for p in paths]
