@@ -121,11 +121,13 @@ class FragmentCounter:
             lin, near_cell = lin[near], np.concatenate([cell, cell])[near]
             for field, (s, e) in (("tss_center", qc.center), ("tss_flank", qc.flank)):
                 st.add(field, near_cell[_inside(s, e, lin)])
-        if self.counting == "fragment":
-            two = b2 != b1
-            self.store.add(np.concatenate([cell, cell[two]]), np.concatenate([b1, b2[two]]), st.n)
-        else:
-            self.store.add(np.concatenate([cell, cell]), np.concatenate([b1, b2]), st.n)
+        pair_cells = np.repeat(cell, 2)  # (2n,) insertions interleaved: start, end - 1 of each fragment
+        pair_bins = np.stack([b1, b2], axis=1).ravel()
+        if self.counting == "fragment":  # the second end counts only in a different bin
+            keep = np.ones(pair_bins.size, dtype=bool)
+            keep[1::2] = b2 != b1
+            pair_cells, pair_bins = pair_cells[keep], pair_bins[keep]
+        self.store.add(pair_cells, pair_bins, st.n)
 
     def close(self) -> None:
         self.store.close()
