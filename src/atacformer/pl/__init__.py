@@ -1,5 +1,6 @@
 """Plots (PNG, matplotlib Agg): UMAP, confusion matrix, training curves, QC distributions."""
 
 from .plots import confusion, qc, read_curves, training_curves, umap
+from .report import Report, table_html
 
-__all__ = ["confusion", "qc", "read_curves", "training_curves", "umap"]
+__all__ = ["Report", "table_html", "confusion", "qc", "read_curves", "training_curves", "umap"]

@@ -61,19 +61,25 @@ def embed_cells(model: Atacformer, cells: list[dict], *, batch_size: int = 64) -
     return out
 
 
-def freeze(module: nn.Module, *, trainable_last_layers: int | None = None) -> None:
-    """Freeze the encoder except its last ``trainable_last_layers`` layers (None: keep all trainable)."""
-    if trainable_last_layers is None:
-        return
-    enc = module.encoder
+def freeze(model: nn.Module, *, trainable_last_layers: int | None = None, train_embeddings: bool = False) -> None:
+    """Freeze the encoder except its last ``trainable_last_layers`` layers (None: all layers trainable).
+
+    The genome-wide bin-ID table (vocab × k, ~10 M values at 5 kb) stays frozen unless
+    ``train_embeddings``: a few thousand labelled cells touch only a small share of its rows, and
+    updating (or weight-decaying) the whole table every step costs more than the rest of the model."""
+    enc = model.encoder
+    n = len(enc.layers)
+    keep = n if trainable_last_layers is None else min(trainable_last_layers, n)
     for p in enc.parameters():
         p.requires_grad_(False)
-    n = len(enc.layers)
-    for layer in list(enc.layers)[n - min(trainable_last_layers, n) :]:
+    for layer in list(enc.layers)[n - keep :]:
         for p in layer.parameters():
             p.requires_grad_(True)
-    if trainable_last_layers > 0:
+    if keep > 0:
         for p in enc.ln_f.parameters():
+            p.requires_grad_(True)
+    if train_embeddings:
+        for p in enc.embed.parameters():
             p.requires_grad_(True)
 
 

@@ -45,6 +45,7 @@ def finetune(
     organ_key: str | None = None,
     batch_key: str | None = None,
     trainable_layers: int | None = None,
+    train_embeddings: bool = False,
     epochs: int = 40,
     lr: float = 1e-3,
     weight_decay: float = 0.01,
@@ -57,7 +58,8 @@ def finetune(
 ) -> AnnData:
     """Fine-tune ``model`` in place to predict ``obs[labels_key]`` (and ``obs[organ_key]``) from <cls>.
 
-    ``trainable_layers``: train only the last n encoder layers plus the heads (None = all layers).
+    ``trainable_layers``: train only the last n encoder layers plus the heads (None = all layers); the
+    genome-wide bin-ID embedding table is trained only with ``train_embeddings``.
     A stratified validation split (by label, and by ``batch_key`` if given) drives early stopping
     (``patience`` epochs without a lower validation loss); the best weights are restored. Cells with a
     missing label are ignored. ``mask_fraction`` randomly drops that share of each training cell's open
@@ -81,7 +83,7 @@ def finetune(
     train_idx, val_idx = _split(int(keep.sum()), strata[keep], val_fraction, seed)
     train_idx, val_idx = np.flatnonzero(keep)[train_idx], np.flatnonzero(keep)[val_idx]
 
-    freeze(model, trainable_last_layers=trainable_layers)
+    freeze(model, trainable_last_layers=trainable_layers, train_embeddings=train_embeddings)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 

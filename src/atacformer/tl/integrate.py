@@ -22,7 +22,7 @@ from torch import nn
 
 from ..metrics.labels import knn_predict
 from ..models import Atacformer
-from ._torch import batches, cell_dicts, embed_cells, label_codes
+from ._torch import batches, cell_dicts, embed_cells, freeze, label_codes
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,16 @@ def integrate(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     corrected = copy.deepcopy(model).train()
+    freeze(corrected)  # encoder layers train; the bin-ID table and the decoder stay as pretrained
+    for p in corrected.decoder.parameters():
+        p.requires_grad_(False)
     cells = cell_dicts(adata, corrected)
     codes = label_codes(adata.obs[batch_key].astype(str), names)
     # inverse-frequency class weights: imbalanced batches must not make "always the big batch" a good guess
     weight = torch.tensor(len(codes) / (len(names) * np.bincount(codes, minlength=len(names))), dtype=torch.float32)
     disc = BatchDiscriminator(corrected.config.d_model, len(names)).to(corrected.device)
-    opt = torch.optim.AdamW([{"params": corrected.parameters(), "lr": lr},
+    params = [p for p in corrected.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": params, "lr": lr},
                              {"params": disc.parameters(), "lr": lr * 3}], weight_decay=0.01)
     n_steps, step, history = epochs * -(-len(cells) // batch_size), 0, []
     for epoch in range(epochs):
@@ -104,7 +108,7 @@ def integrate(
             loss = out.losses["state"] + adv
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(corrected.parameters()) + list(disc.parameters()), 1.0)
+            torch.nn.utils.clip_grad_norm_(params + list(disc.parameters()), 1.0)
             opt.step()
             step += 1
             sums += [float(out.losses["state"].detach()) * len(idx), float(adv.detach()) * len(idx),
@@ -112,6 +116,8 @@ def integrate(
         history.append({"epoch": epoch, "state_loss": sums[0] / len(cells), "discriminator_loss": sums[1] / len(cells),
                         "discriminator_accuracy": sums[2] / len(cells)})
         log.info("integrate epoch %d: %s", epoch, history[-1])
+    for p in corrected.parameters():
+        p.requires_grad_(True)
     corrected.eval()
     adata.obsm[key_added] = embed_cells(corrected, cells)
     adata.uns["atacformer_integrate"] = {"history": pd.DataFrame(history), "batches": names, "batch_key": batch_key}

@@ -1,0 +1,198 @@
+"""``atacformer finetune | annotate | map | integrate | regions | evaluate | demo``: thin wrappers over
+:mod:`atacformer.tl` and :mod:`atacformer.metrics`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _read(path: str):
+    import anndata as ad
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    return ad.read_h5ad(path)
+
+
+def _model(path: str):
+    from ..models import Atacformer
+
+    return Atacformer.from_pretrained(path)
+
+
+def _write(adata, path: str) -> None:
+    from ..io import write_h5ad
+
+    write_h5ad(adata, path)
+    print(f"wrote {path} ({adata.n_obs} cells)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("finetune", help="fine-tune the <cls> cell-type head on labelled cells")
+    p.add_argument("input", help="cells × bins .h5ad with labels")
+    p.add_argument("--model", required=True, help="pretrained model folder")
+    p.add_argument("-o", "--output", required=True, help="folder for the fine-tuned model")
+    p.add_argument("--labels-key", default="cell_type")
+    p.add_argument("--organ-key")
+    p.add_argument("--batch-key", help="stratify the validation split by this obs column too")
+    p.add_argument("--trainable-layers", type=int, help="train only the last N encoder layers (default all)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_finetune)
+
+    p = subparsers.add_parser("annotate", help="predict cell types with a fine-tuned model")
+    p.add_argument("input")
+    p.add_argument("--model", required=True)
+    p.add_argument("-o", "--output", required=True, help="output .h5ad")
+    p.add_argument("--threshold", type=float, default=0.5, help='confidence below this → "unknown"')
+    p.add_argument("--key-added", default="atacformer_label")
+    p.set_defaults(func=_annotate)
+
+    p = subparsers.add_parser("map", help="map query cells onto a labelled reference (kNN label transfer)")
+    p.add_argument("query")
+    p.add_argument("--reference", required=True, help="labelled reference .h5ad")
+    p.add_argument("--model", required=True)
+    p.add_argument("-o", "--output", required=True, help="output query .h5ad")
+    p.add_argument("--labels-key", default="cell_type")
+    p.add_argument("-k", type=int, default=15)
+    p.add_argument("--query-epochs", type=int, default=0, help="query-only fine-tune epochs (reference frozen)")
+    p.set_defaults(func=_map)
+
+    p = subparsers.add_parser("integrate", help="adversarial batch correction; writes a corrected embedding")
+    p.add_argument("input")
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch-key", required=True)
+    p.add_argument("-o", "--output", required=True, help="output .h5ad (obsm['X_atacformer_integrated'])")
+    p.add_argument("--save-model", help="also save the corrected model to this folder")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--adversary-weight", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_integrate)
+
+    p = subparsers.add_parser("regions", help="contextual region embeddings, group-specific bins, promoter candidates")
+    p.add_argument("input")
+    p.add_argument("--model", required=True)
+    p.add_argument("--groupby", required=True)
+    p.add_argument("-o", "--output", required=True, help="output folder (TSV tables)")
+    p.add_argument("--genome", help="genome with gene annotation (default: the data's)")
+    p.add_argument("--n-top", type=int, default=20)
+    p.set_defaults(func=_regions)
+
+    p = subparsers.add_parser("evaluate", help="metrics vs labels and LSI/spectral baselines → JSON + Markdown")
+    p.add_argument("input")
+    p.add_argument("--labels-key", default="cell_type")
+    p.add_argument("--batch-key")
+    p.add_argument("--reference-batch", help="score kNN label transfer from this batch to the others")
+    p.add_argument("--model", help="embed with this model (obsm['X_atacformer'])")
+    p.add_argument("--rep", action="append", default=[], metavar="NAME=OBSM_KEY", help="extra embeddings to score")
+    p.add_argument("-o", "--output", required=True, help="output folder (metrics.json, metrics.md)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_evaluate)
+
+    p = subparsers.add_parser("demo", help="the whole workflow on the shipped data → report.html (CPU, offline)")
+    p.add_argument("-o", "--output", default="atacformer_demo", help="output folder (default ./atacformer_demo)")
+    p.add_argument("--quick", action="store_true", help="reduced mode (seconds of training; for CI)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_demo)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from ..tl import finetune
+
+    adata, model = _read(args.input), _model(args.model)
+    finetune(adata, model, labels_key=args.labels_key, organ_key=args.organ_key, batch_key=args.batch_key,
+             trainable_layers=args.trainable_layers, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    model.save_pretrained(args.output)
+    hist = adata.uns["atacformer_finetune"]["history"]
+    print(f"fine-tuned {len(hist)} epochs; best val loss {adata.uns['atacformer_finetune']['best_val_loss']:.4f}, "
+          f"last val accuracy {hist['val_accuracy'].iloc[-1]:.3f}; saved to {args.output}")
+    return 0
+
+
+def _annotate(args: argparse.Namespace) -> int:
+    from ..tl import annotate
+
+    adata = annotate(_read(args.input), _model(args.model), threshold=args.threshold, key_added=args.key_added)
+    print(adata.obs[args.key_added].value_counts().to_string())
+    _write(adata, args.output)
+    return 0
+
+
+def _map(args: argparse.Namespace) -> int:
+    from ..tl import map_query
+
+    query = map_query(_read(args.query), _read(args.reference), _model(args.model), labels_key=args.labels_key,
+                      k=args.k, query_epochs=args.query_epochs)
+    print(query.obs["atacformer_mapped"].value_counts().to_string())
+    print(f"median uncertainty {query.obs['atacformer_mapped_uncertainty'].median():.3f}")
+    _write(query, args.output)
+    return 0
+
+
+def _integrate(args: argparse.Namespace) -> int:
+    from ..metrics import ilisi
+    from ..tl import integrate
+
+    adata = _read(args.input)
+    corrected = integrate(adata, _model(args.model), batch_key=args.batch_key, epochs=args.epochs,
+                          adversary_weight=args.adversary_weight, seed=args.seed)
+    emb = adata.obsm["X_atacformer_integrated"]
+    print(f"iLISI of the corrected embedding: {ilisi(emb, adata.obs[args.batch_key]):.3f}")
+    if args.save_model:
+        corrected.save_pretrained(args.save_model)
+    _write(adata, args.output)
+    return 0
+
+
+def _regions(args: argparse.Namespace) -> int:
+    from ..metrics.evaluate import write_text
+    from ..tl import region_embeddings, specific_regions, unannotated_promoters
+
+    adata = _read(args.input)
+    region_embeddings(adata, _model(args.model), groupby=args.groupby)
+    out = Path(args.output)
+    top = specific_regions(adata, genome=args.genome, n_top=args.n_top)
+    write_text(out / "specific_regions.tsv", top.to_csv(sep="\t", index=False))
+    cand = unannotated_promoters(adata, genome=args.genome)
+    write_text(out / "promoter_candidates.tsv", cand.to_csv(sep="\t", index=False))
+    auc = adata.uns["atacformer_promoter_candidates"]["auc"]
+    print(f"{len(top)} group-specific bins, {len(cand)} promoter-like bins without an annotated TSS "
+          f"(classifier cross-validated AUC {auc:.3f}); tables in {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..metrics import lsi, spectral
+    from ..metrics.evaluate import evaluate, to_markdown, write_results
+
+    adata = _read(args.input)
+    reps = {}
+    if args.model:
+        from ..tl.demo import _embed
+
+        _embed(adata, _model(args.model), "X_atacformer")
+        reps["atacformer"] = "X_atacformer"
+    for item in args.rep:
+        name, _, key = item.partition("=")
+        if not key or key not in adata.obsm:
+            raise ValueError(f"--rep {item!r}: expected NAME=OBSM_KEY with a key of {sorted(adata.obsm)}")
+        reps[name] = key
+    lsi(adata, seed=args.seed)
+    spectral(adata, seed=args.seed)
+    reps.update(LSI="X_lsi", spectral="X_spectral")
+    table = evaluate(adata, reps=reps, labels_key=args.labels_key, batch_key=args.batch_key,
+                     reference_batch=args.reference_batch, seed=args.seed)
+    write_results(table, args.output, extra={"input": args.input, "spectral_implementation":
+                                             adata.uns["X_spectral"]["implementation"]})
+    print(to_markdown(table), end="")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ..tl.demo import run_demo
+
+    report = run_demo(args.output, quick=args.quick, seed=args.seed)
+    print(f"report: {report}")
+    return 0
