@@ -5,7 +5,9 @@ Backends for a packed stream of T tokens with boundaries ``cu_seqlens``:
 - ``flash``: flash-attn's ``flash_attn_varlen_func`` (CUDA, fp16/bf16, when flash-attn is installed);
 - ``segments``: one ``F.scaled_dot_product_attention`` call per cell on its own slice (any device,
   exact, no padding; the fastest PyTorch path on CPU, see ``benchmarks/RESULTS.md``);
-- ``flex``: FlexAttention with a document mask (block-sparse; only worthwhile compiled on GPU).
+- ``nested``: one SDPA call on a jagged nested tensor built over the stream (no copies);
+- ``flex``: FlexAttention with a document mask (block-sparse; compiled on GPU; on CPU it has no
+  backward and its eager fallback materialises the T × T scores, so it is for inference checks only).
 
 Padded batches use one SDPA call with a key-padding mask.
 """
@@ -22,7 +24,7 @@ try:  # optional GPU kernel
 except ImportError:  # pragma: no cover - depends on the environment
     flash_attn_varlen_func = None
 
-BACKENDS = ("auto", "flash", "segments", "flex")
+BACKENDS = ("auto", "flash", "segments", "nested", "flex")
 
 
 @dataclass
@@ -79,15 +81,26 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionCont
                                       dropout_p=dropout_p)
     if ctx.backend == "flex":
         return _flex(q, k, v, ctx.block_mask)
+    if ctx.backend == "nested":
+        return _nested(q, k, v, ctx.cu_seqlens, dropout_p)
     return _segments(q, k, v, ctx.bounds, dropout_p)
 
 
 def _segments(q, k, v, bounds, dropout_p):
     # q, k, v: (T, H, Dh); each cell attends within its own slice
-    qt, kt, vt = (x.transpose(0, 1) for x in (q, k, v))  # (H, T, Dh) views
-    outs = [F.scaled_dot_product_attention(qt[:, s:e], kt[:, s:e], vt[:, s:e], dropout_p=dropout_p)
-            for s, e in bounds]  # each (H, L_i, Dh)
-    return torch.cat(outs, dim=1).transpose(0, 1)  # (T, H, Dh)
+    # (4-D inputs: with 3-D ones the CPU dispatcher falls back to the math kernel, O(L^2) memory)
+    qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))  # (1, H, T, Dh) views
+    outs = [F.scaled_dot_product_attention(qt[:, :, s:e], kt[:, :, s:e], vt[:, :, s:e], dropout_p=dropout_p)
+            for s, e in bounds]  # each (1, H, L_i, Dh)
+    return torch.cat(outs, dim=2)[0].transpose(0, 1)  # (T, H, Dh)
+
+
+def _nested(q, k, v, cu_seqlens, dropout_p):
+    # (T, H, Dh) values + offsets → jagged (B, j, H, Dh) → (B, H, j, Dh) for SDPA
+    offsets = cu_seqlens.long()
+    qn, kn, vn = (torch.nested.nested_tensor_from_jagged(x.contiguous(), offsets).transpose(1, 2) for x in (q, k, v))
+    out = F.scaled_dot_product_attention(qn, kn, vn, dropout_p=dropout_p)
+    return out.transpose(1, 2).values()  # (T, H, Dh)
 
 
 def _document_block_mask(cu_seqlens: torch.Tensor):

@@ -1,0 +1,175 @@
+"""Forward+backward tokens/s of the atacFormer encoder, packed vs padded batches of the same cells.
+
+Sentence lengths come from the shipped hemato peak matrix (peaks re-binned to hg19 5 kb bins by
+midpoint) and from a simulated 2,000-cell fragments file (``../shared/bench/simulate_fragments.py``,
+distinct 5 kb bins per barcode on hg38). For each preset and data set the same random batches are run
+packed (flat stream, per-cell attention) and padded (B × L_max with a key-padding mask). Also: the
+CPU attention backends on one packed batch, a full pretraining step (encoder + decoder with closed-bin
+sampling + heads), and the parameter count of the ``base`` preset on hg38.
+
+    python benchmarks/throughput.py            # ~10 min on a shared 2-core VM
+    python benchmarks/throughput.py --quick    # fewer batches
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from atacformer.genome import data_path, get_genome
+from atacformer.models import Atacformer, AtacformerConfig, collate_cells, pad_batch
+from atacformer.tokenize import BinVocab
+
+REPO = Path(__file__).resolve().parents[1]
+SIMULATOR = REPO / ".." / "shared" / "bench" / "simulate_fragments.py"
+
+
+def hemato_cells() -> tuple[list[dict], BinVocab]:
+    adata = ad.read_h5ad(data_path("hemato_10x_hg19.h5ad"))
+    vocab = BinVocab(get_genome("hg19"), 5000)
+    ci = np.array([vocab.genome.chrom_index(c) if vocab.genome.chrom_index(c) is not None else -1
+                   for c in adata.var["chrom"].astype(str)])
+    mid = (adata.var["start"].to_numpy() + adata.var["end"].to_numpy()) // 2
+    peak_bin = np.where(ci >= 0, vocab.bins.bin_ids(np.maximum(ci, 0), mid), -1)
+    X = adata.X.tocsr()
+    cells = []
+    for i in range(adata.n_obs):
+        b = peak_bin[X.indices[X.indptr[i]:X.indptr[i + 1]]]
+        cells.append({"bin_ids": np.unique(b[b >= 0])})
+    return cells, vocab
+
+
+def simulated_cells(path: Path) -> tuple[list[dict], BinVocab]:
+    if not path.exists():
+        subprocess.run([sys.executable, str(SIMULATOR), "--cells", "2000", "--frags-per-cell", "4000",
+                        "--out", str(path)], check=True)
+    vocab = BinVocab(get_genome("hg38"), 5000)
+    df = pd.read_csv(path, sep="\t", header=None, usecols=[0, 1, 3], names=["chrom", "start", "barcode"])
+    chroms = pd.Series({c: i for i, c in enumerate(vocab.genome.chroms)})
+    df["ci"] = df["chrom"].map(chroms)
+    df = df.dropna(subset=["ci"])
+    df["bin"] = vocab.bins.bin_ids(df["ci"].to_numpy(np.int64), df["start"].to_numpy())
+    return [{"bin_ids": g.unique()} for _, g in df.groupby("barcode")["bin"]], vocab
+
+
+def encoder_step(model: Atacformer, batch) -> None:
+    """Forward + backward through the encoder; the loss touches the <cls> and <eos> outputs."""
+    h = model.encode(batch)
+    loss = h[batch.cls_index].pow(2).mean() + h[batch.eos_index].pow(2).mean()
+    loss.backward()
+
+
+def full_step(model: Atacformer, batch) -> None:
+    model(batch).loss.backward()
+
+
+def tokens_per_s(model, batches, step, repeats: int = 1) -> float:
+    step(model, batches[0])  # warm-up
+    model.zero_grad(set_to_none=True)
+    tokens, t0 = 0, time.perf_counter()
+    for _ in range(repeats):
+        for b in batches:
+            step(model, b)
+            model.zero_grad(set_to_none=True)
+            tokens += b.num_tokens
+    return tokens / (time.perf_counter() - t0)
+
+
+def make_batches(cells, vocab, batch_size: int, n_batches: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_batches):
+        idx = rng.choice(len(cells), size=batch_size, replace=False)
+        out.append(collate_cells([cells[i] for i in idx], vocab, rng=rng))
+    return out
+
+
+def compare_layouts(name, cells, vocab, presets, batch_size, n_batches):
+    batches = make_batches(cells, vocab, batch_size, n_batches)
+    lengths = np.array([len(c["bin_ids"]) for c in cells]) + 1 + vocab.n_chroms
+    real = sum(b.num_tokens for b in batches)
+    padded = [pad_batch(b) for b in batches]
+    slots = sum(b.input_ids.numel() for b in padded)
+    print(f"\n{name}: {len(cells)} cells, sentence length median {np.median(lengths):.0f} "
+          f"(p5 {np.percentile(lengths, 5):.0f}, p95 {np.percentile(lengths, 95):.0f}, max {lengths.max()}, "
+          f"capped at 5000); {n_batches} batches of {batch_size} cells = {real} tokens, padded {slots} slots "
+          f"({slots / real:.2f}x)")
+    for preset in presets:
+        torch.manual_seed(0)
+        model = Atacformer(AtacformerConfig.from_preset(preset, vocab, dropout=0.0)).train()
+        tp = tokens_per_s(model, batches, encoder_step)
+        tq = tokens_per_s(model, padded, encoder_step)
+        print(f"  {preset:5s} encoder fwd+bwd: packed {tp:9.0f} tok/s | padded {tq:9.0f} tok/s | "
+              f"packed/padded {tp / tq:.2f}x")
+
+
+def forward_step(model: Atacformer, batch) -> None:
+    with torch.no_grad():
+        model.encode(batch)
+
+
+def compare_backends(cells, vocab, batch_size: int):
+    batches = make_batches(cells, vocab, batch_size, 2, seed=1)
+    torch.manual_seed(0)
+    model = Atacformer(AtacformerConfig.from_preset("small", vocab, dropout=0.0)).train()
+    padded = [pad_batch(b) for b in batches]
+    print(f"\nCPU attention backends, small preset, hemato, {batch_size} cells/batch (tok/s):")
+    for backend in ("segments", "nested", "flex"):
+        model.attention = backend
+        fb = "   (no CPU backward)" if backend == "flex" else f"{tokens_per_s(model, batches, encoder_step):9.0f}"
+        print(f"  packed/{backend:9s} fwd+bwd {fb} | fwd only {tokens_per_s(model, batches, forward_step):9.0f}")
+    print(f"  padded/sdpa-mask fwd+bwd {tokens_per_s(model, padded, encoder_step):9.0f} | "
+          f"fwd only {tokens_per_s(model, padded, forward_step):9.0f}")
+
+
+def full_steps(cells, vocab, batch_size: int):
+    batches = make_batches(cells, vocab, batch_size, 2, seed=2)
+    print(f"\nfull pretraining step (encoder + 3-state decoder over {vocab.n_bins} bins + heads), hemato, "
+          f"{batch_size} cells/batch:")
+    for rate in (0.01, None):
+        torch.manual_seed(0)
+        cfg = AtacformerConfig.from_preset("tiny", vocab, dropout=0.0, n_cell_types=10, state0_sample_rate=rate)
+        model = Atacformer(cfg).train()
+        tp = tokens_per_s(model, batches, full_step)
+        tq = tokens_per_s(model, [pad_batch(b) for b in batches], full_step)
+        label = f"closed bins sampled at {rate}" if rate else "all bins (exact)"
+        print(f"  tiny, {label:28s}: packed {tp:8.0f} tok/s | padded {tq:8.0f} tok/s ({tp / tq:.2f}x)")
+
+
+def base_parameters():
+    vocab = BinVocab(get_genome("hg38"), 5000)
+    model = Atacformer(AtacformerConfig.from_preset("base", vocab))
+    e1 = model.encoder.embed.e1.weight.numel()
+    print(f"\nbase preset on hg38 ({len(vocab)} tokens): {model.num_parameters() / 1e6:.1f}M parameters, "
+          f"of which E1 {e1 / 1e6:.1f}M ({len(vocab)} x {model.config.k}); "
+          f"encoder layers {sum(p.numel() for p in model.encoder.layers.parameters()) / 1e6:.1f}M")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer batches")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fragments", type=Path, default=Path("/tmp/atacformer_bench_sim_2000.tsv.gz"))
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    base_parameters()
+    cells, vocab = hemato_cells()
+    compare_layouts("hemato (peaks -> hg19 5 kb bins)", cells, vocab, ("tiny", "small"), 32, 2 if a.quick else 4)
+    compare_backends(cells, vocab, 32)
+    full_steps(cells, vocab, 16)
+    sim, sim_vocab = simulated_cells(a.fragments)
+    compare_layouts("simulated fragments (2,000 cells, hg38 5 kb bins)", sim, sim_vocab, ("tiny", "small"),
+                    8, 1 if a.quick else 2)
+
+
+if __name__ == "__main__":
+    main()
