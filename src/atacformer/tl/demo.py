@@ -51,7 +51,7 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoSettings:
-        return cls(pretrain_steps=8, finetune_epochs=3, integrate_epochs=1, seed=seed)
+        return cls(pretrain_steps=4, finetune_epochs=2, integrate_epochs=1, seed=seed)
 
 
 class _Timer(dict):
