@@ -35,10 +35,13 @@ def toy_adata(n_cells: int = 96, *, seed: int = 0, genome: Genome | None = None)
     return binned_adata(sp.csr_matrix(X), bins, obs)
 
 
-def hemato_binned() -> ad.AnnData:
-    """The shipped hemato peak matrix (600 cells, hg19) summed into 5 kb bins by peak midpoint."""
+def hemato_binned(chroms: tuple[str, ...] | None = None) -> ad.AnnData:
+    """The shipped hemato peak matrix (600 cells, hg19) summed into 5 kb bins by peak midpoint,
+    optionally on a subset of the chromosomes (a smaller vocabulary for fast CPU tests)."""
     peaks = ad.read_h5ad(data_path("hemato_10x_hg19.h5ad"))
-    bins = get_genome("hg19").bins(5000)
+    hg19 = get_genome("hg19")
+    genome = hg19 if chroms is None else Genome.from_chrom_sizes(hg19.chrom_sizes, name="hg19", chroms=list(chroms))
+    bins = genome.bins(5000)
     chrom = np.array([bins.genome.chrom_index(c) if bins.genome.chrom_index(c) is not None else -1
                       for c in peaks.var["chrom"].astype(str)])
     keep = chrom >= 0
@@ -57,4 +60,10 @@ def toy():
 
 @pytest.fixture(scope="session")
 def hemato():
-    return hemato_binned()
+    return hemato_binned(("chr1", "chr2"))
+
+
+@pytest.fixture(scope="session")
+def make_toy():
+    """Factory: ``make_toy(n_cells, seed=...)`` → a toy cells × bins AnnData."""
+    return toy_adata

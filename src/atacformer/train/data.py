@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, get_worker_info
 from ..models import collate_cells
 from ..tokenize import AnnDataCellDataset, BinVocab, Corpus, CorpusDataset
 from ..tokenize.sentences import DEFAULT_MAX_LENGTH
-from .stream import PackedBatchStream
+from .stream import PackedBatchStream, ResumingLoader
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class AtacformerDataModule(L.LightningDataModule):
             rank=self.rank, endless=train, shuffle_buffer=self.shuffle_buffer if train else 0,
             skip_batches=self.skip_batches if train else 0,
         )
-        return DataLoader(stream, batch_size=None, num_workers=self._n_workers(train),
+        return ResumingLoader(stream, batch_size=None, num_workers=self._n_workers(train),
                           pin_memory=False, persistent_workers=False)
 
     def _n_workers(self, train: bool) -> int:

@@ -22,13 +22,15 @@ _NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.RMSNorm, nn.GroupNorm, nn.Ba
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: decayed weight matrices, and undecayed norms, biases and embedding tables."""
+    """Two AdamW groups: decayed weight matrices, and undecayed norms, biases and the token embedding
+    (every parameter under a module named ``embed*``: E1, E2 and the DNA projection)."""
     decay, no_decay = [], []
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
+    for module_name, module in model.named_modules():
+        in_embedding = any(part.startswith("embed") for part in module_name.split("."))
+        for p in module.parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            if isinstance(module, _NO_DECAY_MODULES) or p.ndim < 2 or "embed" in name.lower():
+            if in_embedding or isinstance(module, _NO_DECAY_MODULES) or p.ndim < 2:
                 no_decay.append(p)
             else:
                 decay.append(p)

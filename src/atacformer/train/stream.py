@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 import numpy as np
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,23 @@ class PackedBatchStream(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        # global batch i = local batch i // W of worker i % W (round-robin): skip this worker's share
-        skip = max(0, (self.skip_batches - worker + n_workers - 1) // n_workers)
+        # global batch i = local batch i // W of worker i % W (round-robin). A DataLoader always starts
+        # at worker 0, so every worker resumes at the round of batch k, and the loader drops the
+        # first k % W batches (see ResumingLoader): the stream continues at exactly batch k.
+        skip = self.skip_batches // n_workers
         for local, cells in enumerate(self._groups(worker)):
             if local < skip:
                 continue
             step = local * n_workers + worker  # global batch index on this rank
             yield self.collate(cells, np.random.default_rng([self.seed, self.rank, step, 2]))
+
+
+class ResumingLoader(DataLoader):
+    """A DataLoader over a :class:`PackedBatchStream` that starts at its ``skip_batches``-th batch."""
+
+    def __iter__(self):
+        it = super().__iter__()
+        n_workers = max(1, self.num_workers)
+        for _ in range(self.dataset.skip_batches % n_workers):
+            next(it)
+        return it

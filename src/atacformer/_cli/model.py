@@ -1,0 +1,103 @@
+"""``atacformer pretrain`` and ``atacformer embed``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    """``key=value`` with a JSON value when it parses (numbers, lists, null), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="pretrain an atacFormer on corpus folders or a cells × bins .h5ad",
+        description="Pretrain an atacFormer (masked-bin 3-state loss + cell-type/organ heads) with Lightning. "
+                    "Writes the model (config.json, model.safetensors, vocab.json), checkpoints/, logs/ and "
+                    "training_curve.png to -o.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus folder(s) from `atacformer tokenize`, or one .h5ad")
+    p.add_argument("-o", "--out", required=True, help="model directory")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
+    p.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="override a model config field, e.g. --set n_layers=4 --set state0_sample_rate=0.05")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of max steps (at most 1000)")
+    p.add_argument("--batch-tokens", type=int, default=16384, help="tokens per batch and rank (packing budget)")
+    p.add_argument("--batch-size", type=int, default=None, help="cells per batch instead of a token budget")
+    p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--val", nargs="+", default=None, metavar="CORPUS", help="validation corpus folder(s)")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="held-out cells of an .h5ad input")
+    p.add_argument("--val-every", type=int, default=None, metavar="N", help="validate every N steps")
+    p.add_argument("--ckpt-every", type=int, default=500, metavar="N", help="checkpoint every N steps")
+    p.add_argument("--resume", default=None, help="'last' or a checkpoint path")
+    p.add_argument("--devices", default="1", help="devices per node (a number or 'auto')")
+    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument("--strategy", default="auto", choices=["auto", "ddp", "fsdp"])
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
+    p.add_argument("--log-every", type=int, default=10, metavar="N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_pretrain)
+
+    e = subparsers.add_parser("embed", help="cell embeddings from a pretrained atacFormer into obsm",
+                              description="Embed the cells of a cells × bins .h5ad and write it with obsm[KEY].")
+    e.add_argument("model", help="model directory (from `atacformer pretrain`)")
+    e.add_argument("cells", help="cells × bins .h5ad on the model's genome and bin size")
+    e.add_argument("-o", "--out", required=True, help="output .h5ad (written atomically)")
+    e.add_argument("--key-added", default="X_atacformer")
+    e.add_argument("--pooling", default="cls", choices=["cls", "mean"])
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: CUDA when available)")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_embed)
+
+
+def _pretrain(args) -> int:
+    from ..train import pretrain
+
+    inputs = args.inputs[0] if len(args.inputs) == 1 and args.inputs[0].endswith(".h5ad") else args.inputs
+    pretrain(
+        inputs, out_dir=args.out, preset=args.preset, overrides=dict(args.overrides), max_steps=args.max_steps,
+        lr=args.lr, warmup_steps=args.warmup_steps, max_tokens_per_batch=args.batch_tokens,
+        batch_size=args.batch_size, accumulate_grad_batches=args.accumulate, gradient_clip_val=args.grad_clip,
+        val_inputs=args.val, val_fraction=args.val_fraction, val_every_n_steps=args.val_every,
+        ckpt_every_n_steps=args.ckpt_every, resume=args.resume,
+        devices=int(args.devices) if args.devices.isdigit() else args.devices, num_nodes=args.num_nodes,
+        strategy=args.strategy, accelerator=args.accelerator, num_workers=args.workers,
+        log_every_n_steps=args.log_every, progress_bar=not args.no_progress, seed=args.seed,
+    )
+    return 0
+
+
+def _embed(args) -> int:
+    import anndata as ad
+
+    from ..tl.embed import embed
+
+    src, out = Path(args.cells), Path(args.out)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such file")
+    adata = ad.read_h5ad(src)
+    embed(adata, args.model, key_added=args.key_added, pooling=args.pooling, batch_size=args.batch_size,
+          device=args.device, progress=not args.no_progress)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.h5ad")
+    try:
+        adata.write_h5ad(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return 0
