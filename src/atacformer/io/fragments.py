@@ -1,9 +1,9 @@
 """Streaming reader for 10x-style fragment files: ``chrom, start, end, barcode[, count]``.
 
 Files may be plain text, gzip or bgzip (multi-member gzip). Leading ``#`` lines are headers. The file is
-decompressed with ISA-L (``isal.igzip``, which releases the GIL) and parsed by Arrow's multithreaded CSV
-reader in blocks, so a chunk of ~a million fragments costs a few tens of milliseconds and memory stays
-bounded by the chunk size whatever the file size.
+decompressed with ISA-L (``isal.igzip``, which releases the GIL) in a reader thread, cut into blocks of whole
+lines (4 MB by default, ~90k fragments) and each block is parsed by Arrow's multithreaded CSV reader, so
+memory stays bounded by the block size whatever the file size.
 
 On any parse problem the file is re-scanned line by line (slowly, only on the error path) to report the
 exact line number and text of the first bad line.
