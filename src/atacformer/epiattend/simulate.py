@@ -2,14 +2,14 @@
 
 The grammar (what a model has to learn from sequence + accessibility):
 
-* Genes come in two classes. A gene of class ``k`` carries promoter motif ``P_k`` at its TSS; its
+* A gene is *responsive* (promoter motif ``P``) or *housekeeping* (promoter motif ``Q``); every
   promoter is equally open in every cell type.
 * Candidate regulatory regions (CREs) between genes are open in a random subset of cell types. An
-  *enhancer* of class ``k`` carries motif ``E_k``; a *decoy* carries an unrelated motif ``D``.
-* Expression of gene ``g`` (class ``k``) in cell type ``c`` is
-  ``1 + gain * sum(accessibility(e, c))`` over the class-``k`` enhancers within ``max_distance`` of
-  its TSS, with multiplicative noise. An enhancer therefore skips a nearer gene of the other class,
-  and a nearer, equally open decoy (or wrong-class enhancer) has no effect.
+  *enhancer* carries motif ``E``; a *decoy* carries an unrelated motif ``D``.
+* Expression of a housekeeping gene is ``housekeeping`` (2) everywhere; of a responsive gene in cell
+  type ``c`` it is ``1 + gain * sum(accessibility(e, c))`` over the enhancers within ``max_distance`` of its TSS, with
+  multiplicative noise (log-normal, sd ``noise``). An enhancer therefore skips a nearer housekeeping
+  gene to drive a farther responsive one, and a nearer, equally open decoy has no effect.
 
 So the true links are neither the nearest nor the most accessible regions: distance and ABC
 (activity / distance) baselines are beatable, but only by reading the motifs. The model's inputs
@@ -34,9 +34,9 @@ class SimulatedGenome:
 
     sequences: dict[str, str]
     atac: dict[str, np.ndarray]  # chrom -> (n_cell_types, n_bins) insertion counts per 128 bp bin
-    genes: pd.DataFrame  # gene, chrom, tss, klass
+    genes: pd.DataFrame  # gene, chrom, tss, klass (1 = responsive)
     expression: pd.DataFrame  # genes x cell types (index gene)
-    regions: pd.DataFrame  # region, chrom, start, end, kind, klass + accessibility per cell type
+    regions: pd.DataFrame  # region, chrom, start, end, kind, klass (1 = enhancer) + accessibility per cell type
     truth: pd.DataFrame  # gene, region, distance, linked: every candidate pair within max_distance
     motifs: dict[str, str]
     cell_types: list[str]
@@ -105,23 +105,25 @@ def simulate_genome(
     chrom_len: int = 200_000,
     n_cell_types: int = 4,
     max_distance: int = 4_000,
-    gene_gap: tuple[int, int] = (2_500, 6_000),
+    gene_gap: tuple[int, int] = (1_500, 4_500),
     cre_width: int = 256,
-    p_decoy: float = 0.3,
+    p_decoy: float = 0.5,
+    p_responsive: float = 0.5,
     gain: float = 4.0,
+    housekeeping: float = 2.0,
     noise: float = 0.1,
     motif_len: int = 12,
     seed: int = 0,
 ) -> SimulatedGenome:
     """Simulate the genome described in the module docstring.
 
-    Genes are spaced ``gene_gap`` bp apart; each gap holds 1-3 CREs of ``cre_width`` bp (enhancers of
-    class 0/1 with probability ``(1 - p_decoy) / 2`` each, else decoys). Accessibility per cell type is
+    Genes are spaced ``gene_gap`` bp apart and responsive with probability ``p_responsive``; each gap
+    holds 1-3 CREs of ``cre_width`` bp (decoys with probability ``p_decoy``, else enhancers). Accessibility per cell type is
     ``U(0.6, 1.4)`` with probability 1/2 (at least one cell type open), else 0.05; ATAC counts per
     128 bp bin are ``Poisson(1 + 25 * accessibility)`` over the element and ``Poisson(1)`` elsewhere.
     """
     rng = np.random.default_rng(seed)
-    motifs = {name: "".join(rng.choice(BASES, motif_len)) for name in ("P0", "P1", "E0", "E1", "D")}
+    motifs = {name: "".join(rng.choice(BASES, motif_len)) for name in ("P", "Q", "E", "D")}
     cell_types = [f"ct{i}" for i in range(n_cell_types)]
     bin_size = 128
     sequences, atac, genes, regions = {}, {}, [], []
@@ -135,8 +137,8 @@ def simulate_genome(
             tss_list.append(pos)
             pos += int(rng.integers(*gene_gap))
         for g, tss in enumerate(tss_list):
-            klass = int(rng.integers(2))
-            _plant(seq, motifs[f"P{klass}"], tss - 150, tss + 150, 2, rng)
+            klass = int(rng.random() < p_responsive)  # 1 = responsive
+            _plant(seq, motifs["P" if klass else "Q"], tss - 150, tss + 150, 2, rng)
             _open(acc_bins, tss - 150, tss + 150, np.ones(n_cell_types), bin_size)
             genes.append((f"{chrom}_g{g}", chrom, tss, klass))
         bounds = [0] + tss_list + [chrom_len]
@@ -149,8 +151,8 @@ def simulate_genome(
             for s in starts:
                 s = int(s + rng.integers(0, 100))
                 kind = "decoy" if rng.random() < p_decoy else "enhancer"
-                klass = -1 if kind == "decoy" else int(rng.integers(2))
-                _plant(seq, motifs["D" if kind == "decoy" else f"E{klass}"], s, s + cre_width, 3, rng)
+                klass = int(kind == "enhancer")
+                _plant(seq, motifs["E" if klass else "D"], s, s + cre_width, 3, rng)
                 on = rng.random(n_cell_types) < 0.5
                 on[rng.integers(n_cell_types)] |= not on.any()
                 acc = np.where(on, rng.uniform(0.6, 1.4, n_cell_types), 0.05)
@@ -161,7 +163,7 @@ def simulate_genome(
     genes_df = pd.DataFrame(genes, columns=["gene", "chrom", "tss", "klass"])
     regions_df = pd.DataFrame(regions, columns=["region", "chrom", "start", "end", "kind", "klass", *cell_types])
     truth = _candidate_pairs(genes_df, regions_df, max_distance)
-    expression = _expression(genes_df, regions_df, truth, cell_types, gain, noise, rng)
+    expression = _expression(genes_df, regions_df, truth, cell_types, gain, housekeeping, noise, rng)
     return SimulatedGenome(sequences, atac, genes_df, expression, regions_df, truth, motifs, cell_types, bin_size)
 
 
@@ -184,13 +186,14 @@ def _candidate_pairs(genes: pd.DataFrame, regions: pd.DataFrame, max_distance: i
                 rr = r.iloc[i]
                 # a region is "skipped over" when another gene's TSS lies between it and this gene
                 between = ((g.tss > min(tss, centre[i])) & (g.tss < max(tss, centre[i]))).sum()
-                rows.append((gene, rr.region, int(d[i]), bool(rr.klass == klass), int(between)))
+                rows.append((gene, rr.region, int(d[i]), bool(rr.klass == 1 and klass == 1), int(between)))
     return pd.DataFrame(rows, columns=["gene", "region", "distance", "linked", "genes_between"])
 
 
-def _expression(genes, regions, truth, cell_types, gain, noise, rng) -> pd.DataFrame:
+def _expression(genes, regions, truth, cell_types, gain, housekeeping, noise, rng) -> pd.DataFrame:
     acc = regions.set_index("region")[cell_types]
-    expr = pd.DataFrame(1.0, index=genes.gene, columns=cell_types)
+    base = np.where(genes.klass.to_numpy() == 1, 1.0, housekeeping)[:, None]
+    expr = pd.DataFrame(np.repeat(base, len(cell_types), axis=1), index=genes.gene, columns=cell_types)
     links = truth[truth.linked]
     drive = acc.loc[links.region].to_numpy() * gain  # (n_links, C)
     summed = pd.DataFrame(drive, index=links.gene.to_numpy(), columns=cell_types).groupby(level=0).sum()

@@ -177,3 +177,49 @@ def load_model(path: str | Path) -> tuple[EpiAttend, dict]:
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").exists() else {}
     return model.eval(), meta
+
+
+def train_on_chromosomes(
+    data: EpiData,
+    cfg: EpiAttendConfig,
+    *,
+    valid: list[str],
+    test: list[str],
+    windows: pd.DataFrame | None = None,
+    steps: int = 500,
+    batch_size: int = 4,
+    lr: float = 2e-3,
+    loss: str = "mse_log1p",
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[EpiAttend, TrainResult]:
+    """Build and train a model on every chromosome except ``valid`` and ``test``.
+
+    Training windows tile the training chromosomes (stride = the output span, jittered by up to half
+    of it) unless ``windows`` (e.g. from a BED) are given; augmentation: ±3 bp DNA shifts and reverse
+    complement. Samples group all cell types of a window so the sequence trunk runs once per window.
+    """
+    from .windows import split_chromosomes, tile_windows
+
+    if cfg.epi_channels != len(data.channels) and cfg.uses_epigenome:
+        raise ValueError(f"config has epi_channels={cfg.epi_channels} but the data has {len(data.channels)} channels")
+    split = split_chromosomes(data.chroms, valid=valid, test=test)
+    stride = cfg.n_out * data.bin_size
+    if windows is None:
+        train_w = tile_windows(data.genome.chrom_sizes, split["train"], seq_len=cfg.seq_len, stride=stride)
+    else:
+        train_w = windows[windows.chrom.isin(split["train"])]
+    if len(train_w) == 0:
+        raise ValueError("no training windows on the training chromosomes")
+    train_ds = WindowDataset(data, train_w, seq_len=cfg.seq_len, crop=cfg.crop, max_shift=3, rc=True,
+                             jitter_bins=cfg.n_out // 2, group_cells=True, seed=seed)
+    valid_ds = None
+    if split["valid"]:
+        valid_w = tile_windows(data.genome.chrom_sizes, split["valid"], seq_len=cfg.seq_len, stride=stride)
+        valid_ds = WindowDataset(data, valid_w, seq_len=cfg.seq_len, crop=cfg.crop, group_cells=True)
+    torch.manual_seed(seed)
+    model = EpiAttend(cfg)
+    log.info("EpiAttend %s (%s): %d parameters, %d training windows", cfg.mode, cfg.seq_len, model.n_params(), len(train_w))
+    result = fit(model, train_ds, valid=valid_ds, steps=steps, batch_size=batch_size, lr=lr, loss=loss, seed=seed,
+                 eval_every=max(steps // 5, 1), progress=progress)
+    return model, result
