@@ -175,29 +175,49 @@ def _natural_key(chrom: str):
 def _read_genes(path: Path, genome: Genome) -> pd.DataFrame:
     name = str(path)
     is_gtf = name.endswith((".gtf", ".gtf.gz", ".gff", ".gff.gz", ".gff3", ".gff3.gz"))
-    rows = []
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            p = line.rstrip("\n").split("\t")
-            try:
-                if is_gtf:
-                    if p[2] != "gene":
-                        continue
-                    m = re.search(r'gene_name "([^"]+)"', p[8]) or re.search(r"gene_name=([^;]+)", p[8]) \
-                        or re.search(r'gene_id "([^"]+)"', p[8]) or re.search(r"ID=([^;]+)", p[8])
-                    rows.append((p[0], int(p[3]) - 1, int(p[4]), m.group(1) if m else ".", p[6]))
-                else:
-                    strand = next((x for x in p[4:6] if x in ("+", "-", ".")), ".") if len(p) > 4 else "."
-                    rows.append((p[0], int(p[1]), int(p[2]), p[3] if len(p) > 3 else ".", strand))
-            except (IndexError, ValueError):
-                raise ValueError(f"{path}:{lineno}: not a gene BED/GTF line: {line.rstrip()!r}") from None
-    df = pd.DataFrame(rows, columns=["chrom", "start", "end", "gene", "strand"])
+    df = _read_gtf(path) if is_gtf else _read_gene_bed(path)
     df["chrom"] = [normalize_chrom(c) for c in df["chrom"]]
     df = df[df["chrom"].isin(genome.chrom_sizes)].reset_index(drop=True)
     df["tss"] = np.where(df["strand"].to_numpy() == "-", df["end"].to_numpy() - 1, df["start"].to_numpy())
     return df
+
+
+def _read_gene_bed(path: Path) -> pd.DataFrame:
+    """chrom, start, end[, name[, score], strand] (the shipped tables have no score column)."""
+    raw = pd.read_csv(path, sep="\t", header=None, comment="#", dtype=str, keep_default_na=False)
+    raw = raw[~raw[0].str.startswith(("track", "browser"))]
+    try:
+        start, end = raw[1].astype(np.int64), raw[2].astype(np.int64)
+    except (KeyError, ValueError):
+        for lineno, (s, e) in enumerate(zip(raw.get(1, []), raw.get(2, [])), 1):
+            if not (s.isdigit() and e.isdigit()):
+                raise ValueError(f"{path}:{lineno}: not a gene BED line (start/end {s!r}, {e!r})") from None
+        raise ValueError(f"{path}: not a gene BED file (needs chrom, start, end columns)") from None
+    gene = raw[3] if raw.shape[1] > 3 else pd.Series(".", index=raw.index)
+    strand = pd.Series(".", index=raw.index)
+    for col in (5, 4):  # BED6 strand is column 6; the shipped 5-column tables have it in column 5
+        if raw.shape[1] > col:
+            strand = strand.where(~raw[col].isin(["+", "-"]), raw[col])
+    return pd.DataFrame({"chrom": raw[0].to_numpy(), "start": start.to_numpy(), "end": end.to_numpy(),
+                         "gene": gene.to_numpy(), "strand": strand.to_numpy()})
+
+
+def _read_gtf(path: Path) -> pd.DataFrame:
+    rows = []
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            p = line.rstrip("\n").split("\t")
+            try:
+                if p[2] != "gene":
+                    continue
+                m = re.search(r'gene_name "([^"]+)"', p[8]) or re.search(r"gene_name=([^;]+)", p[8]) \
+                    or re.search(r'gene_id "([^"]+)"', p[8]) or re.search(r"ID=([^;]+)", p[8])
+                rows.append((p[0], int(p[3]) - 1, int(p[4]), m.group(1) if m else ".", p[6]))
+            except (IndexError, ValueError):
+                raise ValueError(f"{path}:{lineno}: not a GTF/GFF line: {line.rstrip()!r}") from None
+    return pd.DataFrame(rows, columns=["chrom", "start", "end", "gene", "strand"])
 
 
 def get_genome(name: str | Genome, *, bin_size: int | None = None) -> Genome:
@@ -284,10 +304,19 @@ class BinIndex:
         return c, start, end
 
     def names(self, bin_ids: np.ndarray | None = None) -> np.ndarray:
-        """Bin names ``chr1:0-5000``."""
-        c, start, end = self.coords(bin_ids)
-        chroms = np.array(self.chroms, dtype=object)[c]
-        return np.array([f"{ch}:{s}-{e}" for ch, s, e in zip(chroms, start.tolist(), end.tolist())], dtype=object)
+        """Bin names ``chr1:0-5000`` (all bins by default; computed once per index)."""
+        if bin_ids is not None:
+            return self._all_names[np.asarray(bin_ids, dtype=np.int64)]
+        return self._all_names
+
+    @cached_property
+    def _all_names(self) -> np.ndarray:
+        bs, out = self.bin_size, []
+        for chrom, size in zip(self.chroms, self.chrom_sizes.tolist()):
+            starts = range(0, size, bs)
+            out.extend([f"{chrom}:{s}-{s + bs}" for s in starts])
+            out[-1] = f"{chrom}:{starts[-1]}-{size}"  # last bin clipped at the chromosome end
+        return np.array(out, dtype=object)
 
     def ids_from_names(self, names) -> np.ndarray:
         """Global ids of bin names; -1 for names that are not bins of this index."""

@@ -6,7 +6,6 @@
 """
 
 from .corpus import Corpus, CorpusInfo, ShardInfo
-from .dataset import AnnDataCellDataset, CorpusDataset
 from .sentences import DEFAULT_MAX_LENGTH, cell_sentence, iter_sentences, open_bins
 from .vocab import CLS_ID, PAD_ID, BinVocab
 from .writer import DEFAULT_OBS_COLUMNS, write_corpus
@@ -27,3 +26,11 @@ __all__ = [
     "CorpusDataset",
     "AnnDataCellDataset",
 ]
+
+
+def __getattr__(name):  # the torch datasets load lazily so `atacformer ingest/tokenize` never import torch
+    if name in ("AnnDataCellDataset", "CorpusDataset"):
+        from . import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
