@@ -1,0 +1,77 @@
+"""``tl.embed``: batched cell embeddings written to obsm/uns, and genome checks."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from atacformer.genome import Genome
+from atacformer.models import Atacformer, AtacformerConfig, collate_cells
+from atacformer.tl.embed import embed
+from atacformer.tokenize import AnnDataCellDataset, BinVocab
+
+
+def _cells(genome: Genome, n: int = 13, seed: int = 0) -> ad.AnnData:
+    bins = genome.bins(5000)
+    rng = np.random.default_rng(seed)
+    X = sp.csr_matrix((rng.random((n, bins.n_bins)) < 0.2).astype(np.float32))
+    return ad.AnnData(X=X, obs=pd.DataFrame(index=[f"c{i}" for i in range(n)]), var=bins.var(), uns=bins.uns())
+
+
+@pytest.fixture()
+def toy_genome():
+    return Genome.from_chrom_sizes({"chr1": 300_000, "chr2": 200_000}, name="toy")
+
+
+@pytest.fixture()
+def model(toy_genome):
+    torch.manual_seed(0)
+    config = AtacformerConfig.from_preset("tiny", BinVocab(toy_genome), dropout=0.0)
+    return Atacformer(config)
+
+
+def test_embed_writes_obsm_and_is_batch_invariant(toy_genome, model):
+    adata = _cells(toy_genome)
+    embed(adata, model, batch_size=4, progress=False)
+    emb = adata.obsm["X_atacformer"]
+    assert emb.shape == (13, 32) and emb.dtype == np.float32
+    assert adata.uns["X_atacformer"]["pooling"] == "cls" and adata.uns["X_atacformer"]["genome"] == "toy"
+    # packed batches: a cell's embedding does not depend on its batch mates
+    other = adata.copy()
+    embed(other, model, batch_size=13, key_added="X_one", progress=False)
+    np.testing.assert_allclose(other.obsm["X_one"], emb, atol=1e-5)
+    # equals the model's own embed of the unmasked sentence
+    cells = AnnDataCellDataset(adata, label_keys=())
+    batch = collate_cells([cells[5]], model.vocab, mask_fraction=0.0)
+    with torch.no_grad():
+        np.testing.assert_allclose(model.embed(batch).numpy()[0], emb[5], atol=1e-5)
+    embed(adata, model, pooling="mean", key_added="X_mean", progress=False)
+    assert not np.allclose(adata.obsm["X_mean"], emb)
+    assert model.training  # left as it was
+
+
+def test_embed_from_model_dir(tmp_path, toy_genome, model):
+    model.save_pretrained(tmp_path / "m")
+    a, b = _cells(toy_genome), _cells(toy_genome)
+    embed(a, tmp_path / "m", progress=False, device="cpu")
+    embed(b, model, progress=False)
+    np.testing.assert_allclose(a.obsm["X_atacformer"], b.obsm["X_atacformer"], atol=1e-6)
+    assert a.uns["X_atacformer"]["model"] == str(tmp_path / "m")
+
+
+def test_embed_rejects_other_genome_or_bin_size(toy_genome, model):
+    other = Genome.from_chrom_sizes({"chr1": 300_000, "chr2": 200_000}, name="toy2")
+    with pytest.raises(ValueError, match="genome 'toy2'"):
+        embed(_cells(other), model, progress=False)
+    wrong_bins = _cells(toy_genome)
+    wrong_bins.uns["bin_size"] = 1000
+    with pytest.raises(ValueError, match="1000 bp"):
+        embed(wrong_bins, model, progress=False)
+    no_uns = _cells(toy_genome)
+    no_uns.uns.clear()
+    with pytest.raises(ValueError, match="uns"):
+        embed(no_uns, model, progress=False)
+    with pytest.raises(ValueError, match="pooling"):
+        embed(_cells(toy_genome), model, pooling="max", progress=False)
