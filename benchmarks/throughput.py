@@ -8,7 +8,7 @@ CPU attention backends on one packed batch, a full pretraining step (encoder + d
 sampling + heads), and the parameter count of the ``base`` preset on hg38.
 
     python benchmarks/throughput.py            # ~10 min on a shared 2-core VM
-    python benchmarks/throughput.py --quick    # fewer batches
+    python benchmarks/throughput.py --quick    # fewer rounds
 """
 
 from __future__ import annotations
@@ -71,16 +71,26 @@ def full_step(model: Atacformer, batch) -> None:
     model(batch).loss.backward()
 
 
-def tokens_per_s(model, batches, step, repeats: int = 1) -> float:
-    step(model, batches[0])  # warm-up
-    model.zero_grad(set_to_none=True)
+def tokens_per_s(model, batches, step) -> float:
     tokens, t0 = 0, time.perf_counter()
-    for _ in range(repeats):
-        for b in batches:
-            step(model, b)
-            model.zero_grad(set_to_none=True)
-            tokens += b.num_tokens
+    for b in batches:
+        step(model, b)
+        model.zero_grad(set_to_none=True)
+        tokens += b.num_tokens
     return tokens / (time.perf_counter() - t0)
+
+
+def interleaved(model, runs: dict, rounds: int) -> dict[str, float]:
+    """Median tokens/s of each (batches, step) run, alternating runs round by round so that load from
+    other processes on a shared machine hits all of them alike."""
+    for batches, step in runs.values():  # warm-up
+        step(model, batches[0])
+        model.zero_grad(set_to_none=True)
+    rates = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (batches, step) in runs.items():
+            rates[name].append(tokens_per_s(model, batches, step))
+    return {name: float(np.median(r)) for name, r in rates.items()}
 
 
 def make_batches(cells, vocab, batch_size: int, n_batches: int, seed: int = 0):
@@ -92,7 +102,7 @@ def make_batches(cells, vocab, batch_size: int, n_batches: int, seed: int = 0):
     return out
 
 
-def compare_layouts(name, cells, vocab, presets, batch_size, n_batches):
+def compare_layouts(name, cells, vocab, presets, batch_size, n_batches, rounds):
     batches = make_batches(cells, vocab, batch_size, n_batches)
     lengths = np.array([len(c["bin_ids"]) for c in cells]) + 1 + vocab.n_chroms
     real = sum(b.num_tokens for b in batches)
@@ -105,10 +115,9 @@ def compare_layouts(name, cells, vocab, presets, batch_size, n_batches):
     for preset in presets:
         torch.manual_seed(0)
         model = Atacformer(AtacformerConfig.from_preset(preset, vocab, dropout=0.0)).train()
-        tp = tokens_per_s(model, batches, encoder_step)
-        tq = tokens_per_s(model, padded, encoder_step)
-        print(f"  {preset:5s} encoder fwd+bwd: packed {tp:9.0f} tok/s | padded {tq:9.0f} tok/s | "
-              f"packed/padded {tp / tq:.2f}x")
+        r = interleaved(model, {"packed": (batches, encoder_step), "padded": (padded, encoder_step)}, rounds)
+        print(f"  {preset:5s} encoder fwd+bwd: packed {r['packed']:9.0f} tok/s | padded {r['padded']:9.0f} tok/s | "
+              f"packed/padded {r['packed'] / r['padded']:.2f}x")
 
 
 def forward_step(model: Atacformer, batch) -> None:
@@ -116,21 +125,25 @@ def forward_step(model: Atacformer, batch) -> None:
         model.encode(batch)
 
 
-def compare_backends(cells, vocab, batch_size: int):
+def compare_backends(cells, vocab, batch_size: int, rounds: int):
     batches = make_batches(cells, vocab, batch_size, 2, seed=1)
     torch.manual_seed(0)
     model = Atacformer(AtacformerConfig.from_preset("small", vocab, dropout=0.0)).train()
     padded = [pad_batch(b) for b in batches]
-    print(f"\nCPU attention backends, small preset, hemato, {batch_size} cells/batch (tok/s):")
-    for backend in ("segments", "nested", "flex"):
+    print(f"\nCPU attention backends, small preset, hemato, {batch_size} cells/batch (median tok/s):")
+    for backend in ("buckets", "segments", "nested", "flex"):
         model.attention = backend
-        fb = "   (no CPU backward)" if backend == "flex" else f"{tokens_per_s(model, batches, encoder_step):9.0f}"
-        print(f"  packed/{backend:9s} fwd+bwd {fb} | fwd only {tokens_per_s(model, batches, forward_step):9.0f}")
-    print(f"  padded/sdpa-mask fwd+bwd {tokens_per_s(model, padded, encoder_step):9.0f} | "
-          f"fwd only {tokens_per_s(model, padded, forward_step):9.0f}")
+        runs = {"fwd": (batches, forward_step)}
+        if backend != "flex":  # FlexAttention has no CPU backward
+            runs["fwd+bwd"] = (batches, encoder_step)
+        r = interleaved(model, runs, rounds)
+        fb = f"{r['fwd+bwd']:9.0f}" if "fwd+bwd" in r else "  no CPU backward"
+        print(f"  packed/{backend:9s} fwd+bwd {fb} | fwd only {r['fwd']:9.0f}")
+    r = interleaved(model, {"fwd": (padded, forward_step), "fwd+bwd": (padded, encoder_step)}, rounds)
+    print(f"  padded/sdpa-mask fwd+bwd {r['fwd+bwd']:9.0f} | fwd only {r['fwd']:9.0f}")
 
 
-def full_steps(cells, vocab, batch_size: int):
+def full_steps(cells, vocab, batch_size: int, rounds: int):
     batches = make_batches(cells, vocab, batch_size, 2, seed=2)
     print(f"\nfull pretraining step (encoder + 3-state decoder over {vocab.n_bins} bins + heads), hemato, "
           f"{batch_size} cells/batch:")
@@ -138,10 +151,11 @@ def full_steps(cells, vocab, batch_size: int):
         torch.manual_seed(0)
         cfg = AtacformerConfig.from_preset("tiny", vocab, dropout=0.0, n_cell_types=10, state0_sample_rate=rate)
         model = Atacformer(cfg).train()
-        tp = tokens_per_s(model, batches, full_step)
-        tq = tokens_per_s(model, [pad_batch(b) for b in batches], full_step)
+        r = interleaved(model, {"packed": (batches, full_step), "padded": ([pad_batch(b) for b in batches], full_step)},
+                        rounds)
         label = f"closed bins sampled at {rate}" if rate else "all bins (exact)"
-        print(f"  tiny, {label:28s}: packed {tp:8.0f} tok/s | padded {tq:8.0f} tok/s ({tp / tq:.2f}x)")
+        print(f"  tiny, {label:28s}: packed {r['packed']:8.0f} tok/s | padded {r['padded']:8.0f} tok/s "
+              f"({r['packed'] / r['padded']:.2f}x)")
 
 
 def base_parameters():
@@ -155,7 +169,7 @@ def base_parameters():
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer batches")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fragments", type=Path, default=Path("/tmp/atacformer_bench_sim_2000.tsv.gz"))
     a = ap.parse_args()
@@ -163,12 +177,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
     base_parameters()
     cells, vocab = hemato_cells()
-    compare_layouts("hemato (peaks -> hg19 5 kb bins)", cells, vocab, ("tiny", "small"), 32, 2 if a.quick else 4)
-    compare_backends(cells, vocab, 32)
-    full_steps(cells, vocab, 16)
+    rounds = 3 if a.quick else 5
+    compare_layouts("hemato (peaks -> hg19 5 kb bins)", cells, vocab, ("tiny", "small"), 32, 4, rounds)
+    compare_backends(cells, vocab, 32, rounds)
+    full_steps(cells, vocab, 16, rounds)
     sim, sim_vocab = simulated_cells(a.fragments)
     compare_layouts("simulated fragments (2,000 cells, hg38 5 kb bins)", sim, sim_vocab, ("tiny", "small"),
-                    8, 1 if a.quick else 2)
+                    8, 1, 1 if a.quick else 2)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def _reference_encoder(model, ids):
     return enc.ln_f(x)
 
 
-@pytest.mark.parametrize("backend", ["segments", "nested", "flex"])
+@pytest.mark.parametrize("backend", ["buckets", "segments", "nested", "flex"])
 def test_packed_equals_per_cell_unpadded(toy_vocab, make_cells, backend):
     model = _model(toy_vocab)
     model.attention = backend

@@ -4,7 +4,10 @@ Backends for a packed stream of T tokens with boundaries ``cu_seqlens``:
 
 - ``flash``: flash-attn's ``flash_attn_varlen_func`` (CUDA, fp16/bf16, when flash-attn is installed);
 - ``segments``: one ``F.scaled_dot_product_attention`` call per cell on its own slice (any device,
-  exact, no padding; the fastest PyTorch path on CPU, see ``benchmarks/RESULTS.md``);
+  no padding at all);
+- ``buckets``: cells sorted by length and cut into a few groups whose padded size is within
+  ``BUCKET_SLACK`` of their real size; one fused SDPA call per group (attention only: every other
+  op stays on the packed stream). The default on CPU, where the per-cell loop pays a per-call cost;
 - ``nested``: one SDPA call on a jagged nested tensor built over the stream (no copies);
 - ``flex``: FlexAttention with a document mask (block-sparse; compiled on GPU; on CPU it has no
   backward and its eager fallback materialises the T × T scores, so it is for inference checks only).
@@ -24,7 +27,8 @@ try:  # optional GPU kernel
 except ImportError:  # pragma: no cover - depends on the environment
     flash_attn_varlen_func = None
 
-BACKENDS = ("auto", "flash", "segments", "nested", "flex")
+BACKENDS = ("auto", "flash", "buckets", "segments", "nested", "flex")
+BUCKET_SLACK = 0.1  # a length group's padded attention size is at most 10% above its real size
 
 
 @dataclass
@@ -34,6 +38,8 @@ class AttentionContext:
     cu_seqlens: torch.Tensor | None = None  # (B+1,) int32, packed layout
     max_seqlen: int = 0
     bounds: list[tuple[int, int]] | None = None  # python (start, end) per cell, for the segment loop
+    groups: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None  # buckets: (G, Lg) gather index, key mask
+    inverse: torch.Tensor | None = None  # buckets: position of each stream token in the concatenated groups
     key_mask: torch.Tensor | None = None  # (B, 1, 1, L) bool, padded layout
     block_mask: object | None = None  # FlexAttention BlockMask
     backend: str = "segments"
@@ -49,11 +55,11 @@ def flash_available(device: torch.device) -> bool:
 
 def packed_context(cu_seqlens: torch.Tensor, max_seqlen: int, *, device: torch.device,
                    backend: str = "auto") -> AttentionContext:
-    """Context for a packed stream; ``auto`` = flash when available, else the per-cell SDPA loop."""
+    """Context for a packed stream; ``auto`` = flash when available, else length buckets."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        backend = "flash" if flash_available(device) else "segments"
+        backend = "flash" if flash_available(device) else "buckets"
     if backend == "flash" and not flash_available(device):
         raise ValueError("attention backend 'flash' needs flash-attn and a CUDA device")
     ctx = AttentionContext(cu_seqlens=cu_seqlens.to(device=device, dtype=torch.int32), max_seqlen=int(max_seqlen),
@@ -61,6 +67,8 @@ def packed_context(cu_seqlens: torch.Tensor, max_seqlen: int, *, device: torch.d
     if backend == "segments":
         b = cu_seqlens.tolist()
         ctx.bounds = list(zip(b[:-1], b[1:]))
+    elif backend == "buckets":
+        ctx.groups, ctx.inverse = _length_buckets(cu_seqlens.long().cpu(), device)
     elif backend == "flex":
         ctx.block_mask = _document_block_mask(ctx.cu_seqlens)
     return ctx
@@ -81,6 +89,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionCont
                                       dropout_p=dropout_p)
     if ctx.backend == "flex":
         return _flex(q, k, v, ctx.block_mask)
+    if ctx.backend == "buckets":
+        return _buckets(q, k, v, ctx, dropout_p)
     if ctx.backend == "nested":
         return _nested(q, k, v, ctx.cu_seqlens, dropout_p)
     return _segments(q, k, v, ctx.bounds, dropout_p)
@@ -93,6 +103,43 @@ def _segments(q, k, v, bounds, dropout_p):
     outs = [F.scaled_dot_product_attention(qt[:, :, s:e], kt[:, :, s:e], vt[:, :, s:e], dropout_p=dropout_p)
             for s, e in bounds]  # each (1, H, L_i, Dh)
     return torch.cat(outs, dim=2)[0].transpose(0, 1)  # (T, H, Dh)
+
+
+def _length_buckets(cu: torch.Tensor, device: torch.device):
+    """Group cells (sorted by length) greedily while the group's padded size stays within the slack."""
+    lengths = cu[1:] - cu[:-1]
+    order = torch.argsort(lengths, descending=True).tolist()
+    groups, current, total = [], [], 0
+    for i in order:
+        longest = int(lengths[current[0]]) if current else int(lengths[i])
+        if current and longest * (len(current) + 1) > (1 + BUCKET_SLACK) * (total + int(lengths[i])):
+            groups.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += int(lengths[i])
+    groups.append(current)
+    out, flat = [], []
+    for g in groups:
+        width = int(lengths[g[0]])
+        pos = torch.arange(width)[None, :]  # (1, Lg)
+        valid = pos < lengths[g][:, None]  # (G, Lg)
+        index = torch.where(valid, cu[g][:, None] + pos, 0)  # (G, Lg) stream positions (0 for padding)
+        mask = None if bool(valid.all()) else valid[:, None, None, :].to(device)  # (G, 1, 1, Lg)
+        out.append((index.to(device), mask))
+        flat.append(index[valid])
+    inverse = torch.empty(int(cu[-1]), dtype=torch.long)
+    inverse[torch.cat(flat)] = torch.arange(int(cu[-1]))
+    return out, inverse.to(device)
+
+
+def _buckets(q, k, v, ctx, dropout_p):
+    # q, k, v: (T, H, Dh); per group: gather (G, Lg, H, Dh) → SDPA over (G, H, Lg, Dh) → keep real rows
+    outs = []
+    for index, mask in ctx.groups:
+        qg, kg, vg = (x[index].transpose(1, 2) for x in (q, k, v))  # (G, H, Lg, Dh)
+        y = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask, dropout_p=dropout_p).transpose(1, 2)
+        outs.append(y.flatten(0, 1) if mask is None else y[mask[:, 0, 0]])  # (n_real, H, Dh)
+    return torch.cat(outs)[ctx.inverse]  # (T, H, Dh) back in stream order
 
 
 def _nested(q, k, v, cu_seqlens, dropout_p):
