@@ -27,7 +27,14 @@ def test_plain_gzip_and_headers_give_same_records(tmp_path):
     assert _records(iter_fragments(gz)) == recs
     first = next(iter(iter_fragments(plain)))
     assert first.first_line == 3
-    assert first.chrom_codes.dtype == np.int32 and first.start.dtype == np.int64 and first.count.dtype == np.int32
+    assert first.chrom_codes.dtype == np.int32 and first.start.dtype == np.int32 and first.count.dtype == np.int32
+
+
+def test_positions_beyond_int32_stay_exact(tmp_path):
+    p = tmp_path / "big.tsv"
+    p.write_text(f"chr1\t{2**31 + 5}\t{2**31 + 90}\tAA-1\t1\nchr1\t7\t70\tAA-1\t1\n")
+    (chunk,) = iter_fragments(p)
+    assert chunk.start.dtype == np.int64 and chunk.start.tolist() == [2**31 + 5, 7]
 
 
 def test_four_columns_get_count_one_and_small_chunks_keep_line_numbers(tmp_path):

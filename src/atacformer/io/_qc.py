@@ -24,7 +24,7 @@ TSS_CENTER = 50  # |d| <= 50 bp: 101 bp
 TSS_FLANK = (1900, 2000)  # 1900 <= |d| <= 2000: 2 x 101 bp
 PROMOTER = (2000, 500)  # upstream, downstream of the TSS
 NFR_MAX, MONO_MAX = 147, 294
-GRID_SHIFT = 10  # 1 kb grid over the genome-linear coordinate: cheap pre-filter of TSS window lookups
+GRID_SHIFT = 10  # 1 kb grid per chromosome: cheap pre-filter of the exact TSS window lookups
 STAT_FIELDS = ("n_fragments", "n_unique", "n_mito", "n_nfr", "n_mono", "n_main", "n_promoter",
                "tss_center", "tss_flank")
 
@@ -45,47 +45,61 @@ def _inside(starts: np.ndarray, ends: np.ndarray, x: np.ndarray) -> np.ndarray:
     return (i >= 0) & (x < ends[np.maximum(i, 0)])
 
 
-def _grid(starts: np.ndarray, ends: np.ndarray, genome_length: int) -> np.ndarray:
-    """Boolean mask of the 2**GRID_SHIFT bp grid cells touched by the half-open intervals."""
-    n = (genome_length >> GRID_SHIFT) + 2
-    diff = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(diff, np.clip(starts >> GRID_SHIFT, 0, n - 1), 1)
-    np.add.at(diff, np.clip(((ends - 1) >> GRID_SHIFT) + 1, 0, n), -1)
+def _cover(first: np.ndarray, last: np.ndarray, n: int) -> np.ndarray:
+    """(n,) bool mask of the positions covered by the closed ranges [first, last] (all within 0..n-1)."""
+    diff = np.bincount(first, minlength=n + 1) - np.bincount(last + 1, minlength=n + 1)
     return np.cumsum(diff[:n]) > 0
 
 
 class QCTables:
-    """TSS windows (genome-linear coordinates) and the promoter-bin mask of a bin index."""
+    """TSS windows (genome-linear coordinates), their 1 kb grid and the promoter-bin mask of a bin index.
+
+    ``grid_offset[c] + (pos >> GRID_SHIFT)`` is the grid cell of position ``pos`` on chromosome ``c`` (int32);
+    ``tss_grid`` marks the cells touching a TSS window, so only insertions in marked cells are looked up
+    exactly (by binary search in the merged windows, on the genome-linear coordinate).
+    """
 
     def __init__(self, bins: BinIndex):
         genome = bins.genome
-        self.chrom_start = np.concatenate([[0], np.cumsum(bins.chrom_sizes)[:-1]]).astype(np.int64)
+        sizes = bins.chrom_sizes.astype(np.int64)
+        self.chrom_start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        n_cells = (sizes >> GRID_SHIFT) + 1
+        self.grid_offset = np.concatenate([[0], np.cumsum(n_cells)[:-1]]).astype(np.int32)
         self.promoter_bins = np.zeros(bins.n_bins, dtype=bool)
         empty = np.zeros(0, dtype=np.int64)
         self.center, self.flank = (empty, empty), (empty, empty)
-        self.tss_grid = np.zeros(1, dtype=bool)
-        if genome.genes_path is None:
-            self.has_genes = False
-            return
-        self.has_genes = True
+        self.tss_grid = np.zeros(int(n_cells.sum()), dtype=bool)
+        self.has_genes = genome.genes_path is not None
+        if self.has_genes:
+            self._add_genes(bins)
+        self.promoter_u8 = self.promoter_bins.view(np.uint8)
+
+    def _add_genes(self, bins: BinIndex) -> None:
+        genome = bins.genome
         genes = genome.genes()
-        ci = np.array([genome.chrom_index(c) for c in genes["chrom"]], dtype=np.int64)
+        index = {c: i for i, c in enumerate(genome.chroms)}
+        ci = np.array([index[c] for c in genes["chrom"]], dtype=np.int64)  # genes() keeps modelled chroms
         tss = genes["tss"].to_numpy(np.int64)
         minus = genes["strand"].to_numpy() == "-"
         lin = self.chrom_start[ci] + tss
         self.center = _merge(lin - TSS_CENTER, lin + TSS_CENTER + 1)
         lo, hi = TSS_FLANK
         self.flank = _merge(np.concatenate([lin - hi, lin + lo]), np.concatenate([lin - lo + 1, lin + hi + 1]))
-        self.tss_grid = _grid(np.concatenate([self.center[0], self.flank[0]]),
-                              np.concatenate([self.center[1], self.flank[1]]), int(bins.chrom_sizes.sum()))
+        # grid cells touched by any window, per chromosome (windows clipped to their chromosome)
+        w_ci = np.concatenate([ci, ci, ci])
+        w_start = np.concatenate([tss - TSS_CENTER, tss - hi, tss + lo])
+        w_end = np.concatenate([tss + TSS_CENTER + 1, tss - lo + 1, tss + hi + 1])
+        size = bins.chrom_sizes[w_ci]
+        w_start, w_end = np.clip(w_start, 0, size - 1), np.clip(w_end, 1, size)
+        off = self.grid_offset[w_ci]
+        self.tss_grid = _cover(off + (w_start >> GRID_SHIFT), off + ((w_end - 1) >> GRID_SHIFT), self.tss_grid.size)
         up, down = PROMOTER
         p_start = np.where(minus, tss - down + 1, tss - up)
         p_end = np.where(minus, tss + up + 1, tss + down)
         size = bins.chrom_sizes[ci]
         first = bins.bin_ids(ci, np.clip(p_start, 0, size - 1))
         last = bins.bin_ids(ci, np.clip(p_end - 1, 0, size - 1))
-        for f, l in zip(first.tolist(), last.tolist()):
-            self.promoter_bins[f : l + 1] = True
+        self.promoter_bins = _cover(first, last, bins.n_bins)
 
 
 class CellStats:
@@ -108,6 +122,16 @@ class CellStats:
             return
         counts = np.bincount(cells, weights=weights, minlength=self.n)
         self.arrays[field][: counts.size] += counts.astype(np.int64) if weights is not None else counts
+
+    def add_lengths(self, cells: np.ndarray, length_class: np.ndarray) -> None:
+        """n_nfr, n_mono and n_main in one pass. ``length_class``: (n,) 0 = NFR, 1 = mono, 2 = longer."""
+        if cells.size == 0:
+            return
+        counts = np.bincount(cells * 3 + length_class, minlength=3 * self.n).reshape(-1, 3)  # (n_cells, 3)
+        k = counts.shape[0]
+        self.arrays["n_nfr"][:k] += counts[:, 0]
+        self.arrays["n_mono"][:k] += counts[:, 1]
+        self.arrays["n_main"][:k] += counts.sum(axis=1)
 
     def __getitem__(self, field: str) -> np.ndarray:
         return self.arrays[field][: self.n]

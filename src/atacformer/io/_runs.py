@@ -40,25 +40,34 @@ class RunStore:
         self.n_entries = 0
         self._n_cell_entries = 0
 
-    def add(self, cell: np.ndarray, bins: np.ndarray, n_cells: int) -> None:
-        """Count the (cell, bin) pairs of one chunk and spill them as a run. cell, bins: (n,) int arrays."""
+    def add(self, cell: np.ndarray, b1: np.ndarray, b2: np.ndarray, n_cells: int, *, same_bin_count: int = 2
+            ) -> None:
+        """Count the insertions of one chunk of fragments and spill them as a run.
+
+        cell, b1, b2: (n,) int arrays — each fragment's cell and the bins of its two insertions. A fragment
+        whose insertions share a bin (most of them) is one entry worth ``same_bin_count`` (2 when counting
+        insertions, 1 when counting fragments); the others are two entries worth 1, so the sort below works
+        on about n entries instead of 2n.
+        """
         if cell.size == 0:
             return
-        lo, hi = int(bins.min()), int(bins.max()) + 1
-        # cells × bins CSR: linear-time counting sort by cell; per-cell bins arrive nearly sorted when the
-        # input is position-sorted and insertions are interleaved, so the per-row sort is cheap
-        by_cell = sp.csr_matrix(
-            (np.ones(cell.size, dtype=np.int32), (cell.astype(np.int32), (bins - lo).astype(np.int32))),
-            shape=(n_cells, hi - lo),
-        )
-        counts_per_cell = np.diff(by_cell.indptr)
-        present = np.flatnonzero(counts_per_cell).astype(np.int32)
-        ptr = by_cell.indptr[np.concatenate([present, [n_cells]])].astype(np.int64) - by_cell.indptr[present[0]]
+        split = b1 != b2
+        cells = np.concatenate([cell, cell[split]])
+        bins = np.concatenate([b1, b2[split]])
+        weight = np.ones(cells.size, dtype=np.int32)
+        weight[: cell.size] += (same_bin_count - 1) * ~split
+        lo, hi = int(b1.min()), int(b2.max()) + 1
+        # cells × bins CSR: linear-time counting sort by cell, then short per-row sorts and duplicate sums
+        by_cell = sp.csr_matrix((weight, (cells, bins - lo)), shape=(n_cells, hi - lo))
+        by_cell.sum_duplicates()
+        indptr = by_cell.indptr
+        present = np.flatnonzero(indptr[1:] != indptr[:-1]).astype(np.int32)
+        ptr = indptr[np.append(present, n_cells)].astype(np.int64) - indptr[present[0]]
         self.runs.append(_Run(self.n_entries, self._n_cell_entries, present.size, index=len(self.runs)))
         self._files["cells"].write(present.tobytes())
         self._files["ptr"].write(ptr.tobytes())
-        self._files["bins"].write((by_cell.indices.astype(np.int32) + lo).tobytes())
-        self._files["counts"].write(by_cell.data.astype(np.int32).tobytes())
+        self._files["bins"].write((by_cell.indices + np.int32(lo)).astype(np.int32, copy=False).tobytes())
+        self._files["counts"].write(by_cell.data.astype(np.int32, copy=False).tobytes())
         self.n_entries += by_cell.nnz
         self._n_cell_entries += present.size
 

@@ -1,9 +1,10 @@
 """Streaming reader for 10x-style fragment files: ``chrom, start, end, barcode[, count]``.
 
-Files may be plain text, gzip or bgzip (multi-member gzip). Leading ``#`` lines are headers. The file is
-decompressed with ISA-L (``isal.igzip``, which releases the GIL) in a reader thread, cut into blocks of whole
-lines (4 MB by default, ~90k fragments) and each block is parsed by Arrow's multithreaded CSV reader, so
-memory stays bounded by the block size whatever the file size.
+Files may be plain text, gzip or bgzip (multi-member gzip). Leading ``#`` lines are headers. A reader thread
+decompresses the file with ISA-L (``isal.igzip``), cuts it into blocks of whole lines (4 MB by default, ~90k
+fragments) and parses each block with Arrow's CSV reader (single-threaded per block); both release the GIL,
+so on two cores reading and parsing overlap with the caller's counting. Memory stays bounded by a few blocks
+whatever the file size.
 
 On any parse problem the file is re-scanned line by line (slowly, only on the error path) to report the
 exact line number and text of the first bad line.
@@ -40,8 +41,8 @@ class FragmentChunk:
 
     chrom_codes: np.ndarray  # (n,) int32
     chrom_names: list[str]
-    start: np.ndarray  # (n,) int64, 0-based
-    end: np.ndarray  # (n,) int64, exclusive
+    start: np.ndarray  # (n,) int32 (int64 only if a position is >= 2**31), 0-based
+    end: np.ndarray  # (n,) same dtype as start, exclusive
     barcode_codes: np.ndarray  # (n,) int32
     barcode_names: list[str]
     count: np.ndarray  # (n,) int32, reads supporting the fragment (PCR duplicates + 1)
@@ -107,29 +108,36 @@ def iter_fragments(
         return
     if n_cols not in (4, 5):
         _raise_first_bad_line(path, n_cols if n_cols in (4, 5) else 5)
-    read_opts = pacsv.ReadOptions(block_size=1 << 20, column_names=_COLUMNS[:n_cols])
-    parse_opts = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False)
-    convert_opts = pacsv.ConvertOptions(column_types={k: _TYPES[k] for k in _COLUMNS[:n_cols]})
-    pool = pa.system_memory_pool()  # returns freed blocks to the OS: flat RSS
     line = n_header + 1
     try:
-        for block, consumed in _threaded(_line_blocks(path, int(chunk_size), n_header)):
-            table = pacsv.read_csv(pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts,
-                                   convert_options=convert_opts, memory_pool=pool)
-            line_here = line
-            line += block.count(b"\n")
-            if table.num_rows == 0:
-                continue
-            chunk = _to_chunk(table.unify_dictionaries(pool).combine_chunks(pool), line_here)
-            if not _valid(chunk):
-                _raise_first_bad_line(path, n_cols)
+        for chunk, consumed, n_lines in _threaded(_parsed(path, int(chunk_size), n_header, n_cols)):
+            if chunk is not None:
+                chunk.first_line = line
+                if not _valid(chunk):
+                    _raise_first_bad_line(path, n_cols)
+            line += n_lines
             if progress is not None:
                 progress(consumed)
-            yield chunk
+            if chunk is not None:
+                yield chunk
     except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
         _raise_first_bad_line(path, n_cols, err)
     except (EOFError, OSError, igzip.BadGzipFile) as err:
         raise _gzip_error(path, err) from None
+
+
+def _parsed(path: Path, size: int, n_header: int, n_cols: int
+            ) -> Iterator[tuple[FragmentChunk | None, int, int]]:
+    """(chunk or None if the block has no record, file bytes consumed, lines in the block) per block."""
+    read_opts = pacsv.ReadOptions(block_size=size + (size >> 2), column_names=_COLUMNS[:n_cols], use_threads=False)
+    parse_opts = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False)
+    convert_opts = pacsv.ConvertOptions(column_types={k: _TYPES[k] for k in _COLUMNS[:n_cols]})
+    pool = pa.system_memory_pool()  # returns freed blocks to the OS: flat RSS
+    for block, consumed in _line_blocks(path, size, n_header):
+        table = pacsv.read_csv(pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts,
+                               convert_options=convert_opts, memory_pool=pool)
+        chunk = _to_chunk(table, pool) if table.num_rows else None
+        yield chunk, consumed, block.count(b"\n")
 
 
 def _line_blocks(path: Path, size: int, skip_lines: int) -> Iterator[tuple[bytes, int]]:
@@ -189,26 +197,28 @@ def _threaded(items: Iterator, depth: int = 2) -> Iterator:
         thread.join()
 
 
-def _to_chunk(table: pa.Table, first_line: int) -> FragmentChunk:
-    batch = pa.RecordBatch.from_arrays([c.chunk(0) if c.num_chunks else c.combine_chunks() for c in table.columns],
-                                       names=table.column_names)
-    chrom, barcode = batch.column(0), batch.column(3)
-    n = batch.num_rows
-    count = batch.column(4).to_numpy() if batch.num_columns == 5 else np.ones(n, dtype=np.int32)
+def _to_chunk(table: pa.Table, pool: pa.MemoryPool) -> FragmentChunk:
+    if any(c.num_chunks != 1 for c in table.columns):  # a block bigger than Arrow's block size
+        table = table.unify_dictionaries(pool).combine_chunks(pool)
+    chrom, start, end, barcode = (table.column(i).chunk(0) for i in range(4))
+    count = table.column(4).chunk(0).to_numpy() if table.num_columns == 5 else np.ones(len(start), np.int32)
+    start, end = start.to_numpy(), end.to_numpy()
+    if len(end) and end.max() < 2**31:  # int32 halves the memory traffic of every later step
+        start, end = start.astype(np.int32), end.astype(np.int32)
     return FragmentChunk(
-        chrom_codes=chrom.indices.to_numpy().astype(np.int32, copy=False),
+        chrom_codes=chrom.indices.to_numpy(),
         chrom_names=chrom.dictionary.to_pylist(),
-        start=batch.column(1).to_numpy(),
-        end=batch.column(2).to_numpy(),
-        barcode_codes=barcode.indices.to_numpy().astype(np.int32, copy=False),
+        start=start,
+        end=end,
+        barcode_codes=barcode.indices.to_numpy(),
         barcode_names=barcode.dictionary.to_pylist(),
-        count=count.astype(np.int32, copy=False),
-        first_line=first_line,
+        count=count,
+        first_line=0,
     )
 
 
 def _valid(chunk: FragmentChunk) -> bool:
-    return bool((chunk.start >= 0).all() and (chunk.end > chunk.start).all() and (chunk.count >= 1).all())
+    return bool(chunk.start.min() >= 0 and (chunk.end > chunk.start).all() and chunk.count.min() >= 1)
 
 
 def _line_problem(fields: list[bytes], n_cols: int) -> str | None:

@@ -109,7 +109,7 @@ def _contig_report(counter: FragmentCounter, paths: list[Path]) -> dict:
 def _obs_and_keep(counter: FragmentCounter, samples: list[str], *, min_fragments: int,
                   max_fragments: int | None, labels) -> tuple[pd.DataFrame, np.ndarray]:
     """obs of the kept cells (QC + sample + labels) and the (n_barcodes,) keep mask."""
-    names = np.array(list(counter.cell_ids), dtype=object)
+    names = np.array(counter.cell_names, dtype=object)
     n = names.size
     sample_idx = np.searchsorted(np.asarray(counter.sample_starts), np.arange(n), side="right") - 1
     n_unique = counter.stats["n_unique"]
