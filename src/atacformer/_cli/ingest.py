@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-import anndata as ad
-import pandas as pd
-
 from ..genome import DEFAULT_BIN_SIZE, data_path
-from ..io import ingest
 from ..io.ingest import DEFAULT_MIN_FRAGMENTS
-from ..pp import qc_summary
 
 logger = logging.getLogger(__name__)
 DEMO_FRAGMENTS = "pbsmall_fragments_hg19.tsv.gz"
@@ -66,7 +61,8 @@ def run_ingest(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise ValueError("give INPUT files, or --demo")
     genome = args.genome or "hg38"
-    from ..io import detect_kind
+    from ..io import detect_kind, ingest
+    from ..io.write import h5ad_shape
 
     kind = detect_kind(args.inputs[0])
     if kind == "fragments":
@@ -76,13 +72,17 @@ def run_ingest(args: argparse.Namespace) -> int:
     else:
         opts = {}
     out = ingest(args.inputs, args.output, genome=genome, bin_size=args.bin_size, **opts)
-    adata = ad.read_h5ad(out, backed="r")
-    print(f"wrote {out}: {adata.n_obs} cells × {adata.n_vars} bins ({genome}, {args.bin_size} bp bins)")
-    adata.file.close()
+    n_obs, n_vars = h5ad_shape(out)
+    print(f"wrote {out}: {n_obs} cells × {n_vars} bins ({genome}, {args.bin_size} bp bins)")
     return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
+    import anndata as ad
+    import pandas as pd
+
+    from ..pp import qc_summary
+
     adata = ad.read_h5ad(args.file)
     uns = adata.uns
     print(f"{args.file}: {adata.n_obs} cells × {adata.n_vars} bins")
