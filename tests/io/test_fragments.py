@@ -1,4 +1,5 @@
 import gzip
+import threading
 
 import numpy as np
 import pytest
@@ -97,3 +98,15 @@ def test_header_only_file_yields_nothing(tmp_path):
     p = tmp_path / "empty.tsv"
     p.write_text("# nothing here\n")
     assert list(iter_fragments(p)) == []
+
+
+def test_stopping_early_ends_the_reader_threads(tmp_path):
+    p = tmp_path / "f.tsv.gz"
+    with gzip.open(p, "wt") as fh:
+        fh.writelines(f"chr1\t{i}\t{i + 150}\tB{i % 7}\t1\n" for i in range(20_000))
+    before = threading.active_count()
+    chunks = iter_fragments(p, chunk_size=4096)
+    first = next(chunks)
+    assert len(first) > 0 and threading.active_count() > before  # decompress + parse threads running
+    chunks.close()
+    assert threading.active_count() == before

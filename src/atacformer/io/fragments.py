@@ -1,9 +1,9 @@
 """Streaming reader for 10x-style fragment files: ``chrom, start, end, barcode[, count]``.
 
-Files may be plain text, gzip or bgzip (multi-member gzip). Leading ``#`` lines are headers. A reader thread
-decompresses the file with ISA-L (``isal.igzip``), cuts it into blocks of whole lines (4 MB by default, ~90k
-fragments) and parses each block with Arrow's CSV reader (single-threaded per block); both release the GIL,
-so on two cores reading and parsing overlap with the caller's counting. Memory stays bounded by a few blocks
+Files may be plain text, gzip or bgzip (multi-member gzip). Leading ``#`` lines are headers. A pipeline of two
+threads reads the file: one decompresses it with ISA-L (``isal.igzip``) and cuts it into blocks of whole lines
+(4 MB by default, ~90k fragments), the other parses each block with Arrow's CSV reader (single-threaded per
+block). Both release the GIL, so on two cores decompression, parsing and the caller's counting overlap. Memory stays bounded by a few blocks
 whatever the file size.
 
 On any parse problem the file is re-scanned line by line (slowly, only on the error path) to report the
@@ -110,7 +110,8 @@ def iter_fragments(
         _raise_first_bad_line(path, n_cols if n_cols in (4, 5) else 5)
     line = n_header + 1
     try:
-        for chunk, consumed, n_lines in _threaded(_parsed(path, int(chunk_size), n_header, n_cols)):
+        blocks = _threaded(_line_blocks(path, int(chunk_size), n_header))
+        for chunk, consumed, n_lines in _threaded(_parsed(blocks, int(chunk_size), n_cols)):
             if chunk is not None:
                 chunk.first_line = line
                 if not _valid(chunk):
@@ -126,14 +127,15 @@ def iter_fragments(
         raise _gzip_error(path, err) from None
 
 
-def _parsed(path: Path, size: int, n_header: int, n_cols: int
+def _parsed(blocks: Iterator[tuple[bytes, int]], size: int, n_cols: int
             ) -> Iterator[tuple[FragmentChunk | None, int, int]]:
-    """(chunk or None if the block has no record, file bytes consumed, lines in the block) per block."""
+    """(chunk or None if the block has no record, file bytes consumed, lines in the block) per block of about
+    ``size`` bytes."""
     read_opts = pacsv.ReadOptions(block_size=size + (size >> 2), column_names=_COLUMNS[:n_cols], use_threads=False)
     parse_opts = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False)
     convert_opts = pacsv.ConvertOptions(column_types={k: _TYPES[k] for k in _COLUMNS[:n_cols]})
     pool = pa.system_memory_pool()  # returns freed blocks to the OS: flat RSS
-    for block, consumed in _line_blocks(path, size, n_header):
+    for block, consumed in blocks:
         table = pacsv.read_csv(pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts,
                                convert_options=convert_opts, memory_pool=pool)
         chunk = _to_chunk(table, pool) if table.num_rows else None
@@ -165,25 +167,34 @@ def _line_blocks(path: Path, size: int, skip_lines: int) -> Iterator[tuple[bytes
 
 
 def _threaded(items: Iterator, depth: int = 2) -> Iterator:
-    """Run a generator in a background thread (ISA-L decompression releases the GIL), ``depth`` items ahead."""
+    """Run a generator in a background thread, ``depth`` items ahead (ISA-L and Arrow release the GIL).
+
+    Exceptions are re-raised in the consumer; closing the consumer stops the thread and closes ``items``."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
     end = object()
 
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work():
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(end)
+            put(end)
         except BaseException as err:  # re-raised in the consumer
-            q.put(err)
+            put(err)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
