@@ -47,8 +47,10 @@ def _inside(starts: np.ndarray, ends: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _cover(first: np.ndarray, last: np.ndarray, n: int) -> np.ndarray:
     """(n,) bool mask of the positions covered by the closed ranges [first, last] (all within 0..n-1)."""
-    diff = np.bincount(first, minlength=n + 1) - np.bincount(last + 1, minlength=n + 1)
-    return np.cumsum(diff[:n]) > 0
+    diff = np.zeros(n + 1, dtype=np.int32)
+    np.add.at(diff, first, 1)
+    np.add.at(diff, last + 1, -1)
+    return np.cumsum(diff[:n], dtype=np.int32) > 0
 
 
 class QCTables:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from isal import igzip
 
-DEFAULT_CHUNK_BYTES = 4 << 20  # decompressed bytes per chunk (~90k fragments)
+DEFAULT_CHUNK_BYTES = 8 << 20  # decompressed bytes per chunk
 _COLUMNS = ["chrom", "start", "end", "barcode", "count"]
 _DICT = pa.dictionary(pa.int32(), pa.string())
 _TYPES = {"chrom": _DICT, "start": pa.int64(), "end": pa.int64(), "barcode": _DICT, "count": pa.int32()}

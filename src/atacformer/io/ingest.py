@@ -11,6 +11,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import anndata as ad
@@ -145,9 +146,19 @@ def _obs_and_keep(counter: FragmentCounter, samples: list[str], *, min_fragments
     return obs, keep
 
 
+def _in_background(fn) -> Future:
+    """Run ``fn()`` in a thread; used for ``var`` (606k bin names for hg38 at 5 kb), built while the main
+    thread mostly waits for the fragment reader."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(fn)
+    pool.shutdown(wait=False)
+    return future
+
+
 def _prepare(paths, genome, bin_size, counting, min_fragments, max_fragments, whitelist, labels, sample_names):
     paths = _as_paths(paths)
     bins = get_genome(genome).bins(bin_size)
+    var = _in_background(bins.var)
     samples = sample_names_for(paths, sample_names)
     counter = _count(paths, bins, counting=counting, whitelist=whitelist, samples=samples)
     try:
@@ -165,7 +176,7 @@ def _prepare(paths, genome, bin_size, counting, min_fragments, max_fragments, wh
     }
     logger.info("%d of %d barcodes kept as cells", keep.sum(), keep.size)
     budget = 2 * counter.stats["n_main"]
-    return counter, bins, obs, keep, uns, budget
+    return counter, var.result(), obs, keep, uns, budget
 
 
 def _blocks(counter: FragmentCounter, keep: np.ndarray, budget: np.ndarray) -> Iterator[sp.csr_matrix]:
@@ -194,14 +205,14 @@ def read_fragments(
     ``labels`` table when given; label columns are joined into ``obs``). ``obs`` holds the QC columns of
     :mod:`atacformer.io._qc`; ``var`` is :meth:`BinIndex.var`; ``uns`` has genome, bin size and ``ingest``.
     """
-    counter, bins, obs, keep, uns, budget = _prepare(paths, genome, bin_size, counting, min_fragments,
-                                                     max_fragments, whitelist, labels, sample_names)
+    counter, var, obs, keep, uns, budget = _prepare(paths, genome, bin_size, counting, min_fragments,
+                                                    max_fragments, whitelist, labels, sample_names)
     try:
         blocks = list(_blocks(counter, keep, budget))
     finally:
         counter.close()
-    X = sp.vstack(blocks, format="csr").astype(np.int32) if blocks else sp.csr_matrix((0, bins.n_bins))
-    return ad.AnnData(X=X, obs=obs, var=bins.var(), uns=uns)
+    X = sp.vstack(blocks, format="csr").astype(np.int32) if blocks else sp.csr_matrix((0, len(var)))
+    return ad.AnnData(X=X, obs=obs, var=var, uns=uns)
 
 
 def ingest_fragments(
@@ -219,10 +230,10 @@ def ingest_fragments(
 ) -> Path:
     """Like :func:`read_fragments`, but streams the matrix straight into the h5ad ``out`` in bounded memory
     (peak memory does not grow with the input size). Written atomically. Returns ``out``."""
-    counter, bins, obs, keep, uns, budget = _prepare(paths, genome, bin_size, counting, min_fragments,
-                                                     max_fragments, whitelist, labels, sample_names)
+    counter, var, obs, keep, uns, budget = _prepare(paths, genome, bin_size, counting, min_fragments,
+                                                    max_fragments, whitelist, labels, sample_names)
     try:
-        return write_csr_h5ad(out, obs=obs, var=bins.var(), uns=uns, blocks=_blocks(counter, keep, budget),
+        return write_csr_h5ad(out, obs=obs, var=var, uns=uns, blocks=_blocks(counter, keep, budget),
                               max_nnz=int(budget[keep].sum()))
     finally:
         counter.close()
