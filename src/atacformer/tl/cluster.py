@@ -90,15 +90,15 @@ def cluster(
 
 
 def umap(
-    adata: AnnData, *, use_rep: str, n_neighbors: int = 15, min_dist: float = 0.3, seed: int = 0,
-    key_added: str = "X_umap",
+    adata: AnnData, *, use_rep: str, n_neighbors: int = 15, min_dist: float = 0.3, n_epochs: int | None = None,
+    seed: int = 0, key_added: str = "X_umap",
 ) -> AnnData:
-    """2-D UMAP (umap-learn) of ``obsm[use_rep]`` into ``obsm[key_added]``."""
+    """2-D UMAP (umap-learn) of ``obsm[use_rep]`` into ``obsm[key_added]`` (``n_epochs`` None = umap's default)."""
     import umap as umap_learn  # numba compile on first import; keep it lazy
 
     X = _rep(adata, use_rep)
     reducer = umap_learn.UMAP(
-        n_neighbors=min(n_neighbors, adata.n_obs - 1), min_dist=min_dist, random_state=seed, n_jobs=1
+        n_neighbors=min(n_neighbors, adata.n_obs - 1), min_dist=min_dist, n_epochs=n_epochs, random_state=seed, n_jobs=1
     )
     adata.obsm[key_added] = reducer.fit_transform(X).astype(np.float32)
     return adata

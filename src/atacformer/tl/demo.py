@@ -28,7 +28,6 @@ from ..genome import data_path
 from ..metrics import lsi, macro_f1, spectral
 from ..metrics.evaluate import evaluate, write_results, write_text
 from ..models import Atacformer
-from ._torch import cell_dicts, embed_cells
 from .annotate import annotate, finetune
 from .cluster import umap
 from .integrate import integrate
@@ -43,15 +42,18 @@ class DemoSettings:
 
     pretrain_steps: int = 400
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 1e-2
     state0_sample_rate: float = 0.02
+    open_state_weight: float = 1000.0  # weight of states 1/2 vs closed bins (~100 open of 607k bins per cell)
     finetune_epochs: int = 40
-    integrate_epochs: int = 8
+    integrate_epochs: int = 6
+    umap_epochs: int | None = None
     seed: int = 0
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoSettings:
-        return cls(pretrain_steps=4, finetune_epochs=2, integrate_epochs=1, seed=seed)
+        return cls(pretrain_steps=3, finetune_epochs=1, integrate_epochs=1, state0_sample_rate=0.005, umap_epochs=50,
+                   seed=seed)
 
 
 class _Timer(dict):
@@ -74,12 +76,9 @@ def load_data() -> tuple[ad.AnnData, ad.AnnData]:
 
 
 def _embed(adata: ad.AnnData, model: Atacformer, key: str) -> None:
-    try:
-        from .embed import embed  # the public tl.embed (training area), when installed
-    except ImportError:
-        adata.obsm[key] = embed_cells(model, cell_dicts(adata, model))
-    else:
-        embed(adata, model, key_added=key)
+    from .embed import embed  # the public tl.embed (training area)
+
+    embed(adata, model, key_added=key, progress=False)
 
 
 def pretrain_model(pbs: ad.AnnData, hem: ad.AnnData, out: Path, s: DemoSettings) -> tuple[Atacformer, Path | None]:
@@ -88,8 +87,10 @@ def pretrain_model(pbs: ad.AnnData, hem: ad.AnnData, out: Path, s: DemoSettings)
 
     cells = ad.concat({"pbsmall": _unlabelled(pbs), "hemato": _unlabelled(hem)}, label="dataset", merge="same",
                       uns_merge="first", index_unique="-")
+    overrides = {"state0_sample_rate": s.state0_sample_rate,
+                 "state_class_weights": (1.0, s.open_state_weight, s.open_state_weight)}
     model = pretrain(cells, out_dir=out / "model", preset="tiny", max_steps=s.pretrain_steps, lr=s.lr,
-                     batch_size=s.batch_size, overrides={"state0_sample_rate": s.state0_sample_rate},
+                     batch_size=s.batch_size, overrides=overrides,
                      val_fraction=0.0, progress_bar=False, log_every_n_steps=max(1, s.pretrain_steps // 50),
                      ckpt_every_n_steps=10**9, seed=s.seed)
     logs = sorted((out / "model").rglob("metrics.csv"))
@@ -101,10 +102,10 @@ def _unlabelled(adata: ad.AnnData) -> ad.AnnData:
                       uns={k: adata.uns[k] for k in ("genome", "bin_size", "chrom_sizes")})
 
 
-def _umaps(adata: ad.AnnData, reps: dict[str, str], colors: list[str], figdir: Path, prefix: str, seed: int) -> dict:
+def _umaps(adata: ad.AnnData, reps: dict[str, str], colors: list[str], figdir: Path, prefix: str, s: DemoSettings) -> dict:
     paths = {}
     for name, rep in reps.items():
-        umap(adata, use_rep=rep, seed=seed, key_added=f"X_umap_{name}")
+        umap(adata, use_rep=rep, n_epochs=s.umap_epochs, seed=s.seed, key_added=f"X_umap_{name}")
         cols = [*colors, f"leiden_{name}"]
         paths[name] = pl.umap(adata, color=cols, basis=f"X_umap_{name}",
                               title=name, path=figdir / f"{prefix}_umap_{name}.png")
@@ -155,8 +156,8 @@ def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
 
     with timer("plots"):
         u_hem = _umaps(hem, {**reps, "atacformer integrated": "X_atacformer_integrated"}, ["cell_type", "donor"],
-                       figs, "hemato", seed)
-        u_pbs = _umaps(pbs, reps, ["cell_type"], figs, "pbsmall", seed)
+                       figs, "hemato", s)
+        u_pbs = _umaps(pbs, reps, ["cell_type"], figs, "pbsmall", s)
         conf = pl.confusion(query.obs["cell_type"], query.obs["atacformer_label"], path=figs / "annotation_confusion.png",
                             title=f"{QUERY_DONOR} predicted by a head fine-tuned on {REFERENCE_DONOR}")
         curves = {"pretraining": pl.training_curves(curve_csv, path=figs / "curve_pretrain.png", title="pretraining")

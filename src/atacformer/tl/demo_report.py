@@ -46,7 +46,8 @@ def build_report(out: Path, *, t_hem, t_pbs, facts: dict, u_hem: dict, u_pbs: di
         r.image(body, p, root=out, alt=p.stem)
     body = r.section("Pretraining")
     s = facts["settings"]
-    r.text(body, f"tiny preset, {s['pretrain_steps']} steps of {s['batch_size']} cells, lr {s['lr']}, closed bins "
+    r.text(body, f"tiny preset, {s['pretrain_steps']} steps of {s['batch_size']} cells, lr {s['lr']}, open-state weight "
+                 f"{s['open_state_weight']}, closed bins "
                  f"sampled at {s['state0_sample_rate']}; labels withheld (masked-bin objective only).")
     if curves.get("pretraining"):
         r.image(body, curves["pretraining"], root=out, alt="pretraining curve")
