@@ -94,7 +94,8 @@ class QCTables:
         size = bins.chrom_sizes[w_ci]
         w_start, w_end = np.clip(w_start, 0, size - 1), np.clip(w_end, 1, size)
         off = self.grid_offset[w_ci]
-        self.tss_grid = _cover(off + (w_start >> GRID_SHIFT), off + ((w_end - 1) >> GRID_SHIFT), self.tss_grid.size)
+        first, last = off + (w_start >> GRID_SHIFT), off + ((w_end - 1) >> GRID_SHIFT)
+        self.tss_grid = _cover(first, last, self.tss_grid.size)
         up, down = PROMOTER
         p_start = np.where(minus, tss - down + 1, tss - up)
         p_end = np.where(minus, tss + up + 1, tss + down)

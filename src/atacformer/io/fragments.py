@@ -3,8 +3,8 @@
 Files may be plain text, gzip or bgzip (multi-member gzip). Leading ``#`` lines are headers. A pipeline of two
 threads reads the file: one decompresses it with ISA-L (``isal.igzip``) and cuts it into blocks of whole lines
 (4 MB by default, ~90k fragments), the other parses each block with Arrow's CSV reader (single-threaded per
-block). Both release the GIL, so on two cores decompression, parsing and the caller's counting overlap. Memory stays bounded by a few blocks
-whatever the file size.
+block). Both release the GIL, so on two cores decompression, parsing and the caller's counting overlap.
+Memory stays bounded by a few blocks whatever the file size.
 
 On any parse problem the file is re-scanned line by line (slowly, only on the error path) to report the
 exact line number and text of the first bad line.
