@@ -74,7 +74,6 @@ class QCTables:
         self.has_genes = genome.genes_path is not None
         if self.has_genes:
             self._add_genes(bins)
-        self.promoter_u8 = self.promoter_bins.view(np.uint8)
 
     def _add_genes(self, bins: BinIndex) -> None:
         genome = bins.genome
