@@ -56,7 +56,7 @@ def test_loss_decreases_on_hemato(tmp_path, hemato):
     """The shipped hemato cells (chr1–2, 5 kb bins): the loss falls and cell types become predictable."""
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = tmp_path / "hemato"
-    pretrain(hemato, out_dir=out, max_steps=60, batch_size=24, val_fraction=0.2, val_every_n_steps=60,
+    pretrain(hemato, out_dir=out, max_steps=60, batch_size=16, val_fraction=0.2, val_every_n_steps=60,
              ckpt_every_n_steps=1000, overrides=dict(dropout=0.0, state0_sample_rate=0.02),
              **{**FAST, "lr": 3e-3, "warmup_steps": 5})
     m = read_metrics(out / "logs")
@@ -67,3 +67,18 @@ def test_loss_decreases_on_hemato(tmp_path, hemato):
     assert m["train/cell_type"].to_numpy()[-10:].mean() < np.log(6) - 0.08  # better than chance (6 types)
     val = m.dropna(subset=["val/loss"]).iloc[-1]
     assert val["val/cell_type"] < np.log(6)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_gpu_without_cuda_is_a_clear_error(tmp_path, make_toy):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        pretrain(make_toy(8), out_dir=tmp_path, accelerator="gpu", max_steps=1, batch_size=4, **FAST)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_pretrain_on_gpu_uses_bf16(tmp_path, make_toy):
+    model = pretrain(make_toy(32), out_dir=tmp_path, accelerator="gpu", devices=1, max_steps=4, batch_size=8, **FAST)
+    assert next(model.parameters()).dtype == torch.float32  # bf16 autocast, fp32 master weights
+    m = read_metrics(tmp_path / "logs")
+    assert np.isfinite(m["train/loss"]).all() and len(m) == 4

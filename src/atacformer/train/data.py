@@ -188,9 +188,15 @@ class AtacformerDataModule(L.LightningDataModule):
             log.info("resuming data stream: skipping %d batches already used on rank %d", self.skip_batches, self.rank)
         return self._loader(train=True)
 
+    @property
+    def has_val(self) -> bool:
+        """Whether every rank gets validation cells (else validation is skipped, on all ranks alike)."""
+        if self.adata is not None:
+            return len(self.val_idx) >= self.world_size
+        return bool(self.val_corpora) and sum(len(c.row_group_units()) for c in self.val_corpora) >= self.world_size
+
     def val_dataloader(self) -> DataLoader | list:
-        has_val = (self.adata is not None and len(self.val_idx) >= self.world_size) or bool(self.val_corpora)
-        return self._loader(train=False) if has_val else []
+        return self._loader(train=False) if self.has_val else []
 
 
 def _union_labels(corpora: list[Corpus], columns: Sequence[str]) -> dict[str, list[str]]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..models import Atacformer, AtacformerConfig, state_metrics
+from ..models.decoder import HIST_BINS
 
 _NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.RMSNorm, nn.GroupNorm, nn.BatchNorm1d)
 
@@ -111,8 +112,9 @@ class AtacformerModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Per-state loss and removed-vs-closed AUROC/AUPRC over the whole validation set (all ranks)."""
-        if self._val_sums is None:
-            return
+        if self._val_sums is None:  # no batch on this rank: still take part in the all-reduce
+            self._val_sums = (torch.zeros(3, dtype=torch.float64, device=self.device),) * 2 + (
+                torch.zeros(2, HIST_BINS, dtype=torch.float64, device=self.device),)
         ce, count, hist = (self.trainer.strategy.reduce(t, reduce_op="sum") for t in self._val_sums)
         totals = SimpleNamespace(state_ce_sum=ce, state_count=count, state_hist=hist)
         self.log_dict({f"val/{k}": float(v) for k, v in state_metrics(totals).items()}, rank_zero_only=True)

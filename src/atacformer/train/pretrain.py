@@ -166,7 +166,11 @@ def pretrain(
         pass
     checkpoints = ModelCheckpoint(dirpath=out_dir / CHECKPOINT_DIR, filename="step={step}", auto_insert_metric_name=False,
                                   every_n_train_steps=ckpt_every_n_steps, save_top_k=-1, save_last=True)
-    has_val = val_every_n_steps is not None and (bool(val_inputs) or data.adata is not None)
+    world = (int(devices) if str(devices).isdigit() else 1) * num_nodes  # for the validation check only
+    data.world_size = world
+    has_val = val_every_n_steps is not None and data.has_val
+    if val_every_n_steps is not None and not has_val:
+        log.warning("no validation: fewer held-out cells or validation row groups than ranks (%d)", world)
     trainer = L.Trainer(
         max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
         precision="bf16-mixed" if accelerator in ("gpu", "cuda") else "32-true",
