@@ -126,7 +126,7 @@ def forward_step(model: Atacformer, batch) -> None:
 
 
 def compare_backends(cells, vocab, batch_size: int, rounds: int):
-    batches = make_batches(cells, vocab, batch_size, 2, seed=1)
+    batches = make_batches(cells, vocab, batch_size, 1, seed=1)
     torch.manual_seed(0)
     model = Atacformer(AtacformerConfig.from_preset("small", vocab, dropout=0.0)).train()
     padded = [pad_batch(b) for b in batches]

@@ -155,8 +155,8 @@ def test_short_training_on_hemato_lowers_the_loss(hemato):
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
     losses = []
-    for _ in range(25):
-        idx = rng.choice(len(cells), size=16, replace=False)
+    for _ in range(20):
+        idx = rng.choice(len(cells), size=12, replace=False)
         batch = collate_cells([cells[i] for i in idx], vocab, rng=rng)
         out = model(batch)
         opt.zero_grad()

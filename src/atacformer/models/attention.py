@@ -118,7 +118,7 @@ def _length_buckets(cu: torch.Tensor, device: torch.device):
         current.append(i)
         total += int(lengths[i])
     groups.append(current)
-    out, flat = [], []
+    out, rows, tokens, offset = [], [], [], 0
     for g in groups:
         width = int(lengths[g[0]])
         pos = torch.arange(width)[None, :]  # (1, Lg)
@@ -126,20 +126,23 @@ def _length_buckets(cu: torch.Tensor, device: torch.device):
         index = torch.where(valid, cu[g][:, None] + pos, 0)  # (G, Lg) stream positions (0 for padding)
         mask = None if bool(valid.all()) else valid[:, None, None, :].to(device)  # (G, 1, 1, Lg)
         out.append((index.to(device), mask))
-        flat.append(index[valid])
+        tokens.append(index[valid])  # stream position of each real slot
+        rows.append(torch.nonzero(valid.flatten()).squeeze(1) + offset)  # its row in the concatenated outputs
+        offset += valid.numel()
     inverse = torch.empty(int(cu[-1]), dtype=torch.long)
-    inverse[torch.cat(flat)] = torch.arange(int(cu[-1]))
+    inverse[torch.cat(tokens)] = torch.cat(rows)
     return out, inverse.to(device)
 
 
 def _buckets(q, k, v, ctx, dropout_p):
-    # q, k, v: (T, H, Dh); per group: gather (G, Lg, H, Dh) → SDPA over (G, H, Lg, Dh) → keep real rows
+    # q, k, v: (T, H, Dh); per group: gather (G, Lg, H, Dh) → SDPA over (G, H, Lg, Dh); padded rows are
+    # dropped by the final gather, which also restores stream order
     outs = []
     for index, mask in ctx.groups:
         qg, kg, vg = (x[index].transpose(1, 2) for x in (q, k, v))  # (G, H, Lg, Dh)
-        y = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask, dropout_p=dropout_p).transpose(1, 2)
-        outs.append(y.flatten(0, 1) if mask is None else y[mask[:, 0, 0]])  # (n_real, H, Dh)
-    return torch.cat(outs)[ctx.inverse]  # (T, H, Dh) back in stream order
+        y = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask, dropout_p=dropout_p)
+        outs.append(y.transpose(1, 2).flatten(0, 1))  # (G*Lg, H, Dh)
+    return torch.cat(outs)[ctx.inverse]  # (T, H, Dh)
 
 
 def _nested(q, k, v, cu_seqlens, dropout_p):
