@@ -110,3 +110,13 @@ def test_stopping_early_ends_the_reader_threads(tmp_path):
     assert len(first) > 0 and threading.active_count() > before  # decompress + parse threads running
     chunks.close()
     assert threading.active_count() == before
+
+
+def test_kept_chunks_survive_the_reuse_of_read_buffers(tmp_path):
+    rows = [("chr1" if i % 3 else "chr2", i * 7, i * 7 + 50 + i % 40, f"BC{i % 11}-1", 1 + i % 2) for i in range(3000)]
+    p = tmp_path / "f.tsv.gz"
+    with gzip.open(p, "wt") as fh:
+        fh.write("#h\n" + "".join("\t".join(map(str, r)) + "\n" for r in rows))
+    chunks = list(iter_fragments(p, chunk_size=2048))  # ~50 blocks through a ring of 5 buffers
+    assert len(chunks) > 20 and _records(chunks) == rows
+    assert [c.first_line for c in chunks[:2]] == [2, 2 + len(chunks[0])]

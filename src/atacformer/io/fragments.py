@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ import pyarrow.csv as pacsv
 from isal import igzip
 
 DEFAULT_CHUNK_BYTES = 8 << 20  # decompressed bytes per chunk (~180k fragments)
+_DEPTH = 2  # blocks queued between the pipeline's threads
 _COLUMNS = ["chrom", "start", "end", "barcode", "count"]
 _DICT = pa.dictionary(pa.int32(), pa.string())
 _TYPES = {"chrom": _DICT, "start": pa.int64(), "end": pa.int64(), "barcode": _DICT, "count": pa.int32()}
@@ -110,8 +112,9 @@ def iter_fragments(
         _raise_first_bad_line(path, n_cols if n_cols in (4, 5) else 5)
     line = n_header + 1
     try:
-        blocks = _threaded(_line_blocks(path, int(chunk_size), n_header))
-        for chunk, consumed, n_lines in _threaded(_parsed(blocks, int(chunk_size), n_cols)):
+        # ring of depth + 3 buffers: at most depth queued, one being parsed, one being filled
+        blocks = _threaded(_line_blocks(path, int(chunk_size), n_header, n_buffers=_DEPTH + 3), depth=_DEPTH)
+        for chunk, consumed, n_lines in _threaded(_parsed(blocks, int(chunk_size), n_cols), depth=_DEPTH):
             if chunk is not None:
                 chunk.first_line = line
                 if not _valid(chunk):
@@ -127,7 +130,7 @@ def iter_fragments(
         raise _gzip_error(path, err) from None
 
 
-def _parsed(blocks: Iterator[tuple[bytes, int]], size: int, n_cols: int
+def _parsed(blocks: Iterator[tuple[memoryview, int, int]], size: int, n_cols: int
             ) -> Iterator[tuple[FragmentChunk | None, int, int]]:
     """(chunk or None if the block has no record, file bytes consumed, lines in the block) per block of about
     ``size`` bytes."""
@@ -135,34 +138,42 @@ def _parsed(blocks: Iterator[tuple[bytes, int]], size: int, n_cols: int
     parse_opts = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False)
     convert_opts = pacsv.ConvertOptions(column_types={k: _TYPES[k] for k in _COLUMNS[:n_cols]})
     pool = pa.system_memory_pool()  # returns freed blocks to the OS: flat RSS
-    for block, consumed in blocks:
+    for block, consumed, n_lines in blocks:
         table = pacsv.read_csv(pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts,
                                convert_options=convert_opts, memory_pool=pool)
         chunk = _to_chunk(table, pool) if table.num_rows else None
-        yield chunk, consumed, block.count(b"\n")
+        yield chunk, consumed, n_lines
 
 
-def _line_blocks(path: Path, size: int, skip_lines: int) -> Iterator[tuple[bytes, int]]:
+def _line_blocks(path: Path, size: int, skip_lines: int, n_buffers: int) -> Iterator[tuple[memoryview, int, int]]:
     """Decompressed blocks of about ``size`` bytes ending at a line end, after ``skip_lines`` header lines;
-    each with the number of file bytes consumed since the previous block."""
+    each with the number of file bytes consumed since the previous block and its number of lines.
+
+    Blocks are views into a ring of ``n_buffers`` buffers filled in place, so no block is allocated (and
+    page-faulted in) anew: a block stays valid until ``n_buffers - 1`` more have been produced. The only copy
+    is the previous block's partial last line, moved to the front of the next buffer."""
+    ring = [bytearray(size + 4096) for _ in range(n_buffers)]
     with open(path, "rb") as fileobj, _decompressed(fileobj) as raw:
         rest, done = b"", 0
-        while True:
-            data = raw.read(size)
-            if not data:
+        for i in itertools.count():
+            if len(ring[i % n_buffers]) < len(rest) + size:  # a line longer than the spare room
+                ring[i % n_buffers] = bytearray(len(rest) + size)
+            buf = ring[i % n_buffers]
+            view = memoryview(buf)
+            view[: len(rest)] = rest
+            end = len(rest) + raw.readinto(view[len(rest) : len(rest) + size])
+            if end == len(rest):
                 if rest.strip():
-                    yield rest + b"\n", fileobj.tell() - done
+                    yield memoryview(rest + b"\n"), fileobj.tell() - done, 1
                 return
-            data = rest + data
-            while skip_lines and data:
-                nl = data.find(b"\n")
-                if nl < 0:
-                    break
-                data, skip_lines = data[nl + 1 :], skip_lines - 1
-            cut = data.rfind(b"\n") + 1
-            rest = data[cut:]
-            if cut:
-                yield data[:cut], fileobj.tell() - done
+            first = 0
+            while skip_lines and (nl := buf.find(b"\n", first, end)) >= 0:
+                first, skip_lines = nl + 1, skip_lines - 1
+            cut = buf.rfind(b"\n", first, end) + 1
+            rest = bytes(view[max(cut, first) : end])
+            if cut > first:
+                lines = np.count_nonzero(np.frombuffer(buf, np.uint8, cut - first, first) == 10)
+                yield view[first:cut], fileobj.tell() - done, int(lines)
                 done = fileobj.tell()
 
 
