@@ -75,6 +75,13 @@ def test_malformed_line_names_file_line_and_text(tmp_path, bad, problem):
     assert "bad.tsv.gz" in msg and "line 7" in msg and problem in msg and repr(bad.rstrip("\n")) in msg
 
 
+def test_barcode_that_is_not_utf8_names_its_line(tmp_path):
+    p = tmp_path / "bad.tsv"
+    p.write_bytes(b"chr1\t1\t10\tA\t1\n" * 3 + b"chr1\t5\t20\tB\xff\t1\n")
+    with pytest.raises(ValueError, match=r"bad.tsv, line 4: .*UTF-8"):
+        list(iter_fragments(p))
+
+
 def test_truncated_gzip_is_a_clear_error(tmp_path):
     full = tmp_path / "full.tsv.gz"
     with gzip.open(full, "wt") as fh:

@@ -136,7 +136,8 @@ def _parsed(blocks: Iterator[tuple[memoryview, int, int]], size: int, n_cols: in
     ``size`` bytes."""
     read_opts = pacsv.ReadOptions(block_size=size + (size >> 2), column_names=_COLUMNS[:n_cols], use_threads=False)
     parse_opts = pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False)
-    convert_opts = pacsv.ConvertOptions(column_types={k: _TYPES[k] for k in _COLUMNS[:n_cols]})
+    # UTF-8 is checked once per dictionary entry (in _to_chunk), not once per row
+    convert_opts = pacsv.ConvertOptions(column_types={k: _TYPES[k] for k in _COLUMNS[:n_cols]}, check_utf8=False)
     pool = pa.system_memory_pool()  # returns freed blocks to the OS: flat RSS
     for block, consumed, n_lines in blocks:
         table = pacsv.read_csv(pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts,
@@ -229,14 +230,21 @@ def _to_chunk(table: pa.Table, pool: pa.MemoryPool) -> FragmentChunk:
         start, end = start.astype(np.int32), end.astype(np.int32)
     return FragmentChunk(
         chrom_codes=chrom.indices.to_numpy(),
-        chrom_names=chrom.dictionary.to_pylist(),
+        chrom_names=_names(chrom.dictionary),
         start=start,
         end=end,
         barcode_codes=barcode.indices.to_numpy(),
-        barcode_names=barcode.dictionary.to_pylist(),
+        barcode_names=_names(barcode.dictionary),
         count=count,
         first_line=0,
     )
+
+
+def _names(dictionary: pa.Array) -> list[str]:
+    try:
+        return dictionary.to_pylist()
+    except UnicodeDecodeError as err:  # reported with its line number by the error path
+        raise pa.ArrowInvalid(f"not UTF-8 text: {err}") from None
 
 
 def _valid(chunk: FragmentChunk) -> bool:
@@ -258,6 +266,10 @@ def _line_problem(fields: list[bytes], n_cols: int) -> str | None:
         return "count must be >= 1"
     if not fields[0] or not fields[3]:
         return "empty chromosome or barcode"
+    try:
+        fields[0].decode("utf-8"), fields[3].decode("utf-8")
+    except UnicodeDecodeError:
+        return "chromosome and barcode must be UTF-8 text"
     return None
 
 
