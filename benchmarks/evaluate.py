@@ -10,6 +10,7 @@ on BMMC_D5T1, adversarial integration across donors) and prints the metrics tabl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from atacformer.metrics import to_markdown
-from atacformer.tl.demo import run_demo
+from atacformer.tl.demo import DemoSettings, run_demo
 from atacformer.tl.demo_report import targets
 
 
@@ -27,14 +28,22 @@ def main() -> None:
     parser.add_argument("-o", "--output", default="benchmark_evaluate", help="output folder")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrain-steps", type=int, help="override the demo's pretraining steps")
+    parser.add_argument("--finetune-epochs", type=int, help="override the demo's fine-tuning epochs")
+    parser.add_argument("--integrate-epochs", type=int, help="override the demo's integration epochs")
     args = parser.parse_args()
+    base = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)
+    changes = {k: v for k, v in [("pretrain_steps", args.pretrain_steps), ("finetune_epochs", args.finetune_epochs),
+                                 ("integrate_epochs", args.integrate_epochs)] if v is not None}
+    settings = dataclasses.replace(base, **changes)
     logging.basicConfig(level=logging.WARNING)
     t = time.perf_counter()
-    report = run_demo(args.output, quick=args.quick, seed=args.seed)
+    report = run_demo(args.output, quick=args.quick, seed=args.seed, settings=settings)
     wall = time.perf_counter() - t
     res = json.loads((Path(args.output) / "metrics.json").read_text())
     hem = pd.DataFrame(res["hemato"]["metrics"]).T
     pbs = pd.DataFrame(res["pbsmall"]["metrics"]).T
+    print(f"settings: {res['hemato']['settings']}\n")
     print(f"## hemato (600 cells, 6 types, 2 donors), seed {args.seed}\n")
     print(to_markdown(hem))
     print("## PBSmall (150 cells, 3 types)\n")

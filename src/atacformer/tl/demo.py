@@ -112,9 +112,10 @@ def _umaps(adata: ad.AnnData, reps: dict[str, str], colors: list[str], figdir: P
     return paths
 
 
-def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
-    """Run the demo into ``outdir`` and return the path of ``report.html``."""
-    s = DemoSettings.quick(seed) if quick else DemoSettings(seed=seed)
+def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0, settings: DemoSettings | None = None) -> Path:
+    """Run the demo into ``outdir`` and return the path of ``report.html`` (``settings`` overrides the
+    budget of the full/quick mode)."""
+    s = settings or (DemoSettings.quick(seed) if quick else DemoSettings(seed=seed))
     out = Path(outdir)
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
