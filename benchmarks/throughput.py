@@ -72,12 +72,14 @@ def full_step(model: Atacformer, batch) -> None:
 
 
 def tokens_per_s(model, batches, step) -> float:
-    tokens, t0 = 0, time.perf_counter()
+    """Tokens per CPU-second of this process (``time.process_time``): on a shared VM wall time swings
+    with other jobs' load, CPU time much less (run single-threaded, the default)."""
+    tokens, t0 = 0, time.process_time()
     for b in batches:
         step(model, b)
         model.zero_grad(set_to_none=True)
         tokens += b.num_tokens
-    return tokens / (time.perf_counter() - t0)
+    return tokens / (time.process_time() - t0)
 
 
 def interleaved(model, runs: dict, rounds: int) -> dict[str, float]:
@@ -170,11 +172,11 @@ def base_parameters():
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fragments", type=Path, default=Path("/tmp/atacformer_bench_sim_2000.tsv.gz"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device cpu; tok/s = tokens per CPU-second")
     base_parameters()
     cells, vocab = hemato_cells()
     rounds = 3 if a.quick else 5
