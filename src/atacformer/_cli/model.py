@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 
@@ -85,6 +84,7 @@ def _pretrain(args) -> int:
 def _embed(args) -> int:
     import anndata as ad
 
+    from ..io import write_h5ad
     from ..tl.embed import embed
 
     src, out = Path(args.cells), Path(args.out)
@@ -93,11 +93,5 @@ def _embed(args) -> int:
     adata = ad.read_h5ad(src)
     embed(adata, args.model, key_added=args.key_added, pooling=args.pooling, batch_size=args.batch_size,
           device=args.device, progress=not args.no_progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.h5ad")
-    try:
-        adata.write_h5ad(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_h5ad(adata, out)
     return 0

@@ -17,13 +17,12 @@ Every writer goes through a temporary file in the destination folder and ``os.re
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from .._atomic import atomic_path, write_text
 
 PARQUET_KEY = b"atacformer.dna"
 
@@ -34,25 +33,6 @@ def sidecars(path: Path) -> tuple[Path, Path, Path]:
         stem = path.with_suffix("")
         return path, Path(f"{stem}.bins.txt"), Path(f"{stem}.meta.json")
     return path / "embeddings.npy", path / "bins.txt", path / "meta.json"
-
-
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path next to ``path``; ``os.replace`` it onto ``path`` if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:

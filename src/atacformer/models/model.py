@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._atomic import atomic_path
 from ..tokenize.vocab import BinVocab
 from .attention import packed_context, padded_context
 from .batch import PackedBatch, PaddedBatch
@@ -147,11 +146,9 @@ class Atacformer(nn.Module):
         self.config.save(directory / CONFIG_FILE)
         self.vocab.save(directory)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
-        os.close(fd)
-        save_file(state, tmp, metadata={"format": "pt", "genome": self.config.genome,
-                                        "bin_size": str(self.config.bin_size)})
-        os.replace(tmp, directory / WEIGHTS_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "genome": self.config.genome,
+                                                 "bin_size": str(self.config.bin_size)})
         return directory
 
     @classmethod

@@ -13,12 +13,11 @@ For human (23 chromosomes) that is B + 25 tokens, as in the design.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from .._atomic import write_json
 from ..genome import DEFAULT_BIN_SIZE, BinIndex, Genome, get_genome
 
 PAD_ID = 0
@@ -90,16 +89,7 @@ class BinVocab:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``vocab.json`` (genome, bin size, chrom sizes, layout) into ``directory`` atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / VOCAB_FILE
-        tmp = directory / f".{VOCAB_FILE}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return write_json(Path(directory) / VOCAB_FILE, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path, *, genome: str | None = None, bin_size: int | None = None) -> BinVocab:

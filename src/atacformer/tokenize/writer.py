@@ -9,7 +9,6 @@ folder beside ``out_dir`` that is renamed into place at the end, so a failure le
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from .._atomic import write_json
 from .corpus import MANIFEST, CorpusInfo, ShardInfo
 from .sentences import DEFAULT_MAX_LENGTH
 from .sources import CellBlock, CellSource, open_sources
@@ -254,14 +254,8 @@ def _write(sources, tmp: Path, out: Path, vocab: BinVocab, label_columns, *, cel
         max_length=max_length, seed=seed, median_n_open=stats.median_n_open(),
         median_sentence_length=stats.median_sentence_length(vocab, max_length),
     )
-    _write_json(tmp / MANIFEST, info.to_dict())
+    write_json(tmp / MANIFEST, info.to_dict(), indent=1)
     return info
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def _sibling(out: Path, kind: str) -> Path:

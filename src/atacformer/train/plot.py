@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from .._atomic import atomic_path
 
 
 def read_metrics(log_dir: str | Path) -> pd.DataFrame:
@@ -43,9 +44,7 @@ def plot_training_curve(log_dir: str | Path, path: str | Path) -> Path | None:
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)

@@ -13,9 +13,7 @@ Output folder::
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from .._atomic import write_json
 from ..models import Atacformer, AtacformerConfig
 from .data import AtacformerDataModule
 from .module import AtacformerModule
@@ -60,16 +59,9 @@ class RankSummary(Callback):
             ranks = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(ranks, mine)
         if trainer.is_global_zero:
-            _write_json(self.path, ranks)
+            write_json(self.path, ranks)
             if len({r["weights_sha256"] for r in ranks}) > 1 and trainer.strategy.strategy_name.startswith("ddp"):
                 log.warning("DDP ranks ended with different weights: %s", [r["weights_sha256"][:12] for r in ranks])
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def _resolve_accelerator(accelerator: str) -> str:
@@ -157,9 +149,8 @@ def pretrain(
 
     loggers = [CSVLogger(out_dir, name=LOG_DIR)]
     try:
-        from lightning.pytorch.loggers import TensorBoardLogger
-
         import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(out_dir, name=LOG_DIR, version=loggers[0].version))
     except ImportError:
