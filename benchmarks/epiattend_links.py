@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import tempfile
 import time
 
@@ -42,13 +43,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--chrom-len", type=int, default=400_000, help="bp per simulated chromosome (8 chromosomes)")
+    ap.add_argument("--batch-size", type=int, default=4, help="windows per step (each with all 4 cell types)")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--motif-copies", type=int, default=3, help="motif copies planted per enhancer/decoy")
+    ap.add_argument("--motif-len", type=int, default=12)
+    ap.add_argument("--p-decoy", type=float, default=0.5, help="fraction of candidate regions that are decoys")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core VM)")
     ap.add_argument("--ablations", action="store_true", help="also train epigenome-only and sequence-only models")
     ap.add_argument("--json", help="write the figures here too")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    sim = simulate_genome(seed=args.seed)
+    sim = simulate_genome(chrom_len=args.chrom_len, motif_copies=args.motif_copies, motif_len=args.motif_len,
+                          p_decoy=args.p_decoy, seed=args.seed)
     tmp = tempfile.TemporaryDirectory()
     paths = sim.write(tmp.name)
     data, genes = load_data(paths["fasta"], tracks=paths["tracks"], expression=paths["expression"])
@@ -60,12 +69,13 @@ def main() -> None:
           f"{len(regions)} candidate regions, {len(sim.cell_types)} cell types; held out {','.join(TEST)}: "
           f"{len(test_genes)} genes, {len(t)} candidate pairs, {int(t.linked.sum())} planted links "
           f"({int((t.linked & (t.genes_between > 0)).sum())} skip a nearer gene)  [{time.time() - t0:.0f}s]")
-    figures: dict = {"steps": args.steps, "seed": args.seed}
+    figures: dict = {k: v for k, v in vars(args).items() if k != "json"}
     modes = ["both", "epigenome", "sequence"] if args.ablations else ["both"]
     for mode in modes:
         cfg = get_config("tiny", mode=mode)
         t1 = time.time()
-        model, result = train_on_chromosomes(data, cfg, valid=[], test=TEST, steps=args.steps, seed=args.seed)
+        model, result = train_on_chromosomes(data, cfg, valid=[], test=TEST, steps=args.steps, seed=args.seed,
+                                             batch_size=args.batch_size, lr=args.lr)
         train_s = time.time() - t1
         fig = {"train_seconds": round(train_s, 1), "loss_first50": float(np.mean(result.train_loss[:50])),
                "loss_last50": float(np.mean(result.train_loss[-50:])), **expression_figures(model, data, test_genes)}

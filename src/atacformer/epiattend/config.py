@@ -92,7 +92,7 @@ class EpiAttendConfig:
 
 
 PRESETS: dict[str, EpiAttendConfig] = {
-    # CPU-sized: 16 kb windows (128 positions, 64 predicted), a few thousand parameters per layer
+    # CPU-sized: 16 kb windows (128 positions, 64 predicted), ~190k parameters
     "tiny": EpiAttendConfig(),
     # a laptop GPU: 64 kb windows
     "small": EpiAttendConfig(

@@ -113,6 +113,7 @@ def simulate_genome(
     housekeeping: float = 2.0,
     noise: float = 0.1,
     motif_len: int = 12,
+    motif_copies: int = 3,
     seed: int = 0,
 ) -> SimulatedGenome:
     """Simulate the genome described in the module docstring.
@@ -152,7 +153,7 @@ def simulate_genome(
                 s = int(s + rng.integers(0, 100))
                 kind = "decoy" if rng.random() < p_decoy else "enhancer"
                 klass = int(kind == "enhancer")
-                _plant(seq, motifs["E" if klass else "D"], s, s + cre_width, 3, rng)
+                _plant(seq, motifs["E" if klass else "D"], s, s + cre_width, motif_copies, rng)
                 on = rng.random(n_cell_types) < 0.5
                 on[rng.integers(n_cell_types)] |= not on.any()
                 acc = np.where(on, rng.uniform(0.6, 1.4, n_cell_types), 0.05)
