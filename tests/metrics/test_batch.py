@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 from scipy.stats import chi2
 
-from atacformer.metrics import batch_asw, celltype_asw, graph_connectivity, ilisi, kbet, lisi
+from atacformer.metrics import (
+    batch_asw,
+    celltype_asw,
+    graph_connectivity,
+    ilisi,
+    kbet,
+    lisi,
+)
 from atacformer.metrics.batch import kbet_pvalues, simpson_lisi
 
 

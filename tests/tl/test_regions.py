@@ -1,9 +1,13 @@
 import numpy as np
-import pandas as pd
 import pytest
 
 from atacformer.genome import Genome
-from atacformer.tl import annotate_bins, region_embeddings, specific_regions, unannotated_promoters
+from atacformer.tl import (
+    annotate_bins,
+    region_embeddings,
+    specific_regions,
+    unannotated_promoters,
+)
 
 from .conftest import CHROM_SIZES
 
@@ -28,7 +32,7 @@ def test_annotate_bins_hand_case(genome):
 def test_region_embeddings_shapes_and_counts(adata, model):
     region_embeddings(adata, model, groupby="cell_type")
     reg = adata.uns["atacformer_regions"]
-    G, N, d = reg["embeddings"].shape
+    G, _, d = reg["embeddings"].shape
     assert (G, d) == (3, model.config.d_model)
     assert 0 not in reg["bin_ids"]  # bin 0 is never open
     # every open (cell, bin) pair is a token of the cell's sentence (short cells, no subsampling)

@@ -6,11 +6,37 @@ bins as the model.
 """
 
 from .baselines import lsi, spectral, tfidf
-from .batch import batch_asw, celltype_asw, graph_connectivity, ilisi, kbet, knn_graph, lisi
+from .batch import (
+    batch_asw,
+    celltype_asw,
+    graph_connectivity,
+    ilisi,
+    kbet,
+    knn_graph,
+    lisi,
+)
 from .evaluate import evaluate, evaluate_embedding, to_markdown, write_results
 from .labels import accuracy, ari, knn_accuracy, knn_predict, macro_f1, nmi
 
 __all__ = [
-    "accuracy", "ari", "evaluate", "evaluate_embedding", "to_markdown", "write_results", "batch_asw", "celltype_asw", "graph_connectivity", "ilisi", "kbet", "knn_accuracy",
-    "knn_graph", "knn_predict", "lisi", "lsi", "macro_f1", "nmi", "spectral", "tfidf",
+    "accuracy",
+    "ari",
+    "batch_asw",
+    "celltype_asw",
+    "evaluate",
+    "evaluate_embedding",
+    "graph_connectivity",
+    "ilisi",
+    "kbet",
+    "knn_accuracy",
+    "knn_graph",
+    "knn_predict",
+    "lisi",
+    "lsi",
+    "macro_f1",
+    "nmi",
+    "spectral",
+    "tfidf",
+    "to_markdown",
+    "write_results",
 ]

@@ -27,7 +27,9 @@ def evaluate_embedding(
     """Scores of ``obsm[use_rep]``: Leiden with as many clusters as labels (ARI, NMI), leave-one-out kNN
     accuracy, cell-type ASW; with ``batch_key`` also iLISI, kBET, batch ASW, graph connectivity; with
     ``reference_batch`` the macro-F1 of kNN transfer from that batch to the others."""
-    from ..tl.cluster import cluster  # tl imports metrics; keep the dependency one-way at import time
+    from ..tl.cluster import (
+        cluster,  # tl imports metrics; keep the dependency one-way at import time
+    )
 
     if labels_key not in adata.obs:
         raise ValueError(f"adata.obs has no {labels_key!r} column")

@@ -3,4 +3,4 @@
 from .plots import confusion, qc, read_curves, training_curves, umap
 from .report import Report, table_html
 
-__all__ = ["Report", "table_html", "confusion", "qc", "read_curves", "training_curves", "umap"]
+__all__ = ["Report", "confusion", "qc", "read_curves", "table_html", "training_curves", "umap"]

@@ -45,8 +45,9 @@ class Report:
         body.append(f'<img src="{html.escape(rel.as_posix())}" alt="{html.escape(alt)}">')
 
     def write(self, path: str | Path) -> Path:
-        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                 f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>"]
+        head = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>")
+        parts = [head]
         parts.append("<ul>" + "".join(f'<li><a href="#s{i}">{html.escape(h)}</a></li>'
                                       for i, (h, _) in enumerate(self.sections)) + "</ul>")
         for i, (heading, body) in enumerate(self.sections):

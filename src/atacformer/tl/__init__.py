@@ -11,7 +11,12 @@ from ..metrics.baselines import lsi, spectral
 from .annotate import annotate, finetune
 from .cluster import cluster, umap
 from .integrate import integrate, map_query
-from .regions import annotate_bins, region_embeddings, specific_regions, unannotated_promoters
+from .regions import (
+    annotate_bins,
+    region_embeddings,
+    specific_regions,
+    unannotated_promoters,
+)
 
 __all__ = [
     "annotate", "annotate_bins", "cluster", "finetune", "integrate", "lsi", "map_query", "region_embeddings",

@@ -13,7 +13,14 @@ from sklearn.model_selection import train_test_split
 
 from ..models import Atacformer
 from ..models.heads import ClassifierHead
-from ._torch import batches, cell_dicts, cls_states, freeze, label_codes, state_dict_copy
+from ._torch import (
+    batches,
+    cell_dicts,
+    cls_states,
+    freeze,
+    label_codes,
+    state_dict_copy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +135,7 @@ def finetune(
         p.requires_grad_(True)
     model.eval()
     adata.uns[key_added] = {"history": pd.DataFrame(history), "classes": names, "best_val_loss": float(best_loss),
-                            "n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
+                            "n_train": len(train_idx), "n_val": len(val_idx)}
     return adata
 
 

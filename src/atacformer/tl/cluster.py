@@ -84,7 +84,7 @@ def cluster(
     cats = [str(c) for c in range(memb.max() + 1)]
     adata.obs[key_added] = pd.Categorical(memb.astype(str), categories=cats)
     adata.uns[key_added] = {
-        "use_rep": use_rep, "resolution": float(resolution), "n_clusters": int(len(cats)), "n_neighbors": n_neighbors
+        "use_rep": use_rep, "resolution": float(resolution), "n_clusters": len(cats), "n_neighbors": n_neighbors
     }
     return adata
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import anndata as ad
 import lightning as L
-import numpy as np
 import pandas as pd
 import torch
 
