@@ -5,11 +5,10 @@ mapping), integrate (adversarial batch correction), region_embeddings/specific_r
 unannotated_promoters (contextual region analysis); lsi/spectral baselines re-exported from metrics.
 """
 
-from importlib.util import find_spec
-
 from ..metrics.baselines import lsi, spectral
 from .annotate import annotate, finetune
 from .cluster import cluster, umap
+from .embed import embed
 from .integrate import integrate, map_query
 from .regions import (
     annotate_bins,
@@ -19,11 +18,6 @@ from .regions import (
 )
 
 __all__ = [
-    "annotate", "annotate_bins", "cluster", "finetune", "integrate", "lsi", "map_query", "region_embeddings",
+    "annotate", "annotate_bins", "cluster", "embed", "finetune", "integrate", "lsi", "map_query", "region_embeddings",
     "specific_regions", "spectral", "umap", "unannotated_promoters",
 ]
-
-if find_spec(f"{__name__}.embed") is not None:  # tl/embed.py is owned by the training area
-    from .embed import embed  # noqa: F401
-
-    __all__.append("embed")
