@@ -147,7 +147,7 @@ def _integrate(args: argparse.Namespace) -> int:
 
 
 def _regions(args: argparse.Namespace) -> int:
-    from ..metrics.evaluate import write_text
+    from .._atomic import write_text
     from ..tl import region_embeddings, specific_regions, unannotated_promoters
 
     adata = _read(args.input)

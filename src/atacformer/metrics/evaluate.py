@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._atomic import write_text
 from .batch import batch_asw, celltype_asw, graph_connectivity, ilisi, kbet
 from .labels import ari, knn_accuracy, knn_predict, macro_f1, nmi
 
@@ -76,17 +75,6 @@ def to_markdown(table: pd.DataFrame, *, digits: int = 3, index_name: str = "meth
                  ("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)) for v in row]
         lines.append("| " + " | ".join([str(name), *cells]) + " |")
     return "\n".join(lines) + "\n"
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Write text atomically (temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def write_results(table: pd.DataFrame, directory: str | Path, *, name: str = "metrics", extra: dict | None = None):

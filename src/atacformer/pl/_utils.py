@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
+
+from .._atomic import atomic_path
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -14,18 +14,12 @@ import matplotlib.pyplot as plt
 
 def save(fig, path: str | Path, *, dpi: int = 110) -> Path:
     """Write ``fig`` as PNG to a temporary file in the target folder, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return Path(path)
 
 
 def subplots(n: int, *, size: float = 4.0, ncols: int = 3):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..metrics.evaluate import write_text
+from .._atomic import write_text
 
 _CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
