@@ -10,7 +10,7 @@ chromosomes but two held-out ones, then reports on the held-out chromosomes:
   gradient x input (ATAC channel), EpiAttend attention, the distance baseline and ABC
   (activity / distance), all computed in this run; and the AUROC on pairs that skip over a gene.
 
-    python benchmarks/epiattend_links.py [--steps 500] [--ablations]
+    python benchmarks/epiattend_links.py [--steps 2000] [--ablations]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def expression_figures(model, data, genes) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chrom-len", type=int, default=400_000, help="bp per simulated chromosome (8 chromosomes)")
     ap.add_argument("--batch-size", type=int, default=4, help="windows per step (each with all 4 cell types)")
