@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .._atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,8 @@ def _load(args, *, cell_types: list[str] | None = None):
 
 
 def _write_table(df: pd.DataFrame, path: str) -> None:
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp")
-    df.to_csv(tmp, sep="\t", index=False)
-    os.replace(tmp, out)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False)
 
 
 def _csv(value: str) -> list[str]:
@@ -123,7 +121,12 @@ def _predict(args) -> int:
 
 
 def _links(args) -> int:
-    from atacformer.epiattend import add_baselines, link_auroc, link_scores, summarize_links
+    from atacformer.epiattend import (
+        add_baselines,
+        link_auroc,
+        link_scores,
+        summarize_links,
+    )
     from atacformer.epiattend.inputs import read_regions
 
     model, data, genes = _model_and_data(args)

@@ -9,13 +9,35 @@ with planted enhancer–gene links for validation.
 """
 
 from .config import PRESETS, EpiAttendConfig, get_config
-from .data import EpiData, GenomeSequence, from_simulation, gene_targets, one_hot, read_expression, stack_tracks
+from .data import (
+    EpiData,
+    GenomeSequence,
+    from_simulation,
+    gene_targets,
+    one_hot,
+    read_expression,
+    stack_tracks,
+)
 from .inputs import load_data, read_regions
-from .interpret import add_baselines, attention_rows, gradient_x_input, link_auroc, link_scores, summarize_links
+from .interpret import (
+    add_baselines,
+    attention_rows,
+    gradient_x_input,
+    link_auroc,
+    link_scores,
+    summarize_links,
+)
 from .model import EpiAttend
 from .pseudobulk import pseudobulk_tracks, read_labels, write_bedgraph
 from .simulate import SimulatedGenome, simulate_genome
-from .train import fit, load_model, pearson, predict_genes, save_model, train_on_chromosomes
+from .train import (
+    fit,
+    load_model,
+    pearson,
+    predict_genes,
+    save_model,
+    train_on_chromosomes,
+)
 from .windows import WindowDataset, centered_windows, split_chromosomes, tile_windows
 
 __all__ = [

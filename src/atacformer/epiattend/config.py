@@ -13,6 +13,8 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from .._atomic import write_json
+
 MODES = ("both", "sequence", "epigenome")
 
 
@@ -84,7 +86,7 @@ class EpiAttendConfig:
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "EpiAttendConfig":

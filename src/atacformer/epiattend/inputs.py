@@ -9,7 +9,14 @@ from pathlib import Path
 import pandas as pd
 
 from ..genome import normalize_chrom
-from .data import EpiData, GenomeSequence, gene_targets, read_expression, read_manifest, stack_tracks
+from .data import (
+    EpiData,
+    GenomeSequence,
+    gene_targets,
+    read_expression,
+    read_manifest,
+    stack_tracks,
+)
 from .pseudobulk import pseudobulk_tracks, read_labels
 
 

@@ -88,7 +88,7 @@ def link_scores(
     out = []
     for ci, ct in enumerate(data.cell_types):
         ds = WindowDataset(data, windows, seq_len=cfg.seq_len, cell_types=[ci])
-        epi_attr, attn, raw = [], [], []
+        epi_attr, attn = [], []
         for batch in DataLoader(ds, batch_size=batch_size):
             seq = batch["seq"].to(device) if cfg.uses_sequence else None
             epi = batch["epi"].to(device)

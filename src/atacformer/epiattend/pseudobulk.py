@@ -8,12 +8,12 @@ label and chromosomes outside ``chrom_sizes`` are skipped.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .._atomic import atomic_path
 from ..genome import normalize_chrom
 from ..io import iter_fragments
 from .data import n_bins
@@ -70,10 +70,7 @@ def pseudobulk_tracks(
 
 def write_bedgraph(path: str | Path, track: dict[str, np.ndarray], chrom_sizes: dict[str, int], *, bin_size: int = 128) -> None:
     """Write one ``{chrom: (n_bins,)}`` track as a bedGraph of its non-zero bins (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
         for chrom, v in track.items():
             for b in np.flatnonzero(v):
                 fh.write(f"{chrom}\t{b * bin_size}\t{min((b + 1) * bin_size, chrom_sizes[chrom])}\t{v[b]:g}\n")
-    os.replace(tmp, path)

@@ -18,12 +18,13 @@ are the DNA sequence and the accessibility tracks; classes, region kinds and lin
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .._atomic import atomic_path, write_text
 
 BASES = np.array(list("ACGT"))
 
@@ -58,7 +59,7 @@ class SimulatedGenome:
         for chrom, seq in self.sequences.items():
             lines.append(f">{chrom}\n")
             lines += [seq[i : i + 80] + "\n" for i in range(0, len(seq), 80)]
-        _atomic_text(paths["fasta"], "".join(lines))
+        write_text(paths["fasta"], "".join(lines))
         paths["fasta"].with_name(paths["fasta"].name + ".fai").unlink(missing_ok=True)  # stale index
         manifest = []
         for ci, ct in enumerate(self.cell_types):
@@ -68,7 +69,7 @@ class SimulatedGenome:
                 for b in np.flatnonzero(counts[ci]):
                     rows.append(f"{chrom}\t{b * self.bin_size}\t{min((b + 1) * self.bin_size, size)}\t{counts[ci, b]:g}\n")
             path = out / f"atac_{ct}.bedGraph"
-            _atomic_text(path, "".join(rows))
+            write_text(path, "".join(rows))
             manifest.append({"cell_type": ct, "channel": "atac", "path": path.name})
         _atomic_table(pd.DataFrame(manifest), paths["tracks"])
         expr = self.genes[["gene", "chrom", "tss"]].merge(self.expression, left_on="gene", right_index=True)
@@ -78,16 +79,9 @@ class SimulatedGenome:
         return paths
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _atomic_table(df: pd.DataFrame, path: Path, *, header: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, sep="\t", index=False, header=header)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, header=header)
 
 
 def _plant(seq: np.ndarray, motif: str, lo: int, hi: int, copies: int, rng: np.random.Generator) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .._atomic import atomic_path
 from .config import EpiAttendConfig
 from .data import EpiData
 from .model import EpiAttend
@@ -162,9 +162,8 @@ def save_model(model: EpiAttend, outdir: str | Path, *, meta: dict | None = None
         ("model.safetensors", lambda p: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(p))),
         ("meta.json", lambda p: Path(p).write_text(json.dumps(meta or {}, indent=2))),
     ):
-        tmp = out / f".{name}.tmp"
-        write(tmp)
-        os.replace(tmp, out / name)
+        with atomic_path(out / name) as tmp:
+            write(tmp)
     return out
 
 
