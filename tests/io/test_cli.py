@@ -2,7 +2,6 @@ import anndata as ad
 import numpy as np
 
 from atacformer.cli import main
-from atacformer.genome import data_path
 
 from .conftest import write_fragments
 

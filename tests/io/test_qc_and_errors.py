@@ -1,11 +1,8 @@
 import gzip
 
-import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
 
-from atacformer.genome import Genome
 from atacformer.io import ingest_fragments, read_fragments
 
 from .conftest import write_fragments
