@@ -35,10 +35,16 @@ class PackedBatch:
     target_state: torch.Tensor  # (N,) int64 in {1 in sentence, 2 open but removed}
     cell_type: torch.Tensor  # (B,) int64, -1 = missing
     organ: torch.Tensor  # (B,) int64, -1 = missing
+    view_cls_index: torch.Tensor | None = None  # (B,) <cls> of each cell's second (contrastive) view
 
     @property
     def num_cells(self) -> int:
         return int(self.cls_index.shape[0])
+
+    @property
+    def num_sentences(self) -> int:
+        """B, or 2B when the batch also holds a second view of every cell (after the B first views)."""
+        return int(self.cu_seqlens.shape[0]) - 1
 
     @property
     def num_tokens(self) -> int:
@@ -94,6 +100,21 @@ def _cell_tokens(cell: dict, vocab: BinVocab, mask_fraction: float, max_length: 
     return sentence, open_bins, state
 
 
+def contrastive_view(cell: dict, drop: float, neighbor_add: float, rng: np.random.Generator) -> np.ndarray:
+    """Open bins of a second view of ``cell``: ``drop`` of its open bins removed at random, then (when
+    the cell has ``neighbor_bin_ids``, one list per nearest neighbour) ``neighbor_add`` of the bins of
+    one random neighbour that the cell lacks added (the design's augmentation). Sorted, unique."""
+    own = np.unique(np.asarray(cell["bin_ids"], dtype=np.int64))
+    kept = mask_bins(own, drop, rng)
+    neighbors = cell.get("neighbor_bin_ids")
+    if neighbor_add > 0 and neighbors is not None and len(neighbors):
+        other = np.asarray(neighbors[int(rng.integers(len(neighbors)))], dtype=np.int64)
+        extra = np.setdiff1d(other, own, assume_unique=False)
+        extra = mask_bins(extra, 1.0 - neighbor_add, rng) if neighbor_add < 1 else extra
+        kept = np.union1d(kept, extra)
+    return kept
+
+
 def _label(cell: dict, key: str) -> int:
     value = cell.get(key, MISSING_LABEL)
     return MISSING_LABEL if value is None else int(value)
@@ -107,6 +128,8 @@ def collate_cells(
     max_length: int = DEFAULT_MAX_LENGTH,
     rng: np.random.Generator | None = None,
     packed: bool = True,
+    contrastive_drop: float | None = None,
+    contrastive_neighbor_add: float = 0.0,
 ) -> PackedBatch | PaddedBatch:
     """Build a batch from cells ``{"bin_ids": open global bin ids, "cell_type": int, "organ": int}``.
 
@@ -114,6 +137,10 @@ def collate_cells(
     the rest form its sentence (subsampled to ``max_length`` tokens if longer); removed and
     subsampled-away bins get target state 2, bins in the sentence state 1. ``packed=False`` returns a
     :class:`PaddedBatch` of the same cells (same sentences for the same ``rng`` state).
+
+    ``contrastive_drop`` (not None) appends a second view of every cell (:func:`contrastive_view`) as
+    sentences B..2B-1 of the stream, with their ``<cls>`` in ``view_cls_index``; targets, labels,
+    ``cls_index`` and ``eos_index`` refer to the first views only.
     """
     if not cells:
         raise ValueError("collate_cells needs at least one cell")
@@ -125,15 +152,21 @@ def collate_cells(
         t_cell.append(np.full(len(open_bins), i, dtype=np.int64))
         t_bin.append(open_bins)
         t_state.append(state)
+    if contrastive_drop is not None:
+        for cell in cells:
+            view = contrastive_view(cell, contrastive_drop, contrastive_neighbor_add, rng)
+            sentences.append(cell_sentence(view, vocab, max_length=max_length, rng=rng))
+    n = len(cells)
     lengths = np.array([len(s) for s in sentences], dtype=np.int64)
     width = int(lengths.max()) if not packed else 0
-    starts = np.arange(len(cells)) * width if not packed else np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    eos_local = np.stack([np.flatnonzero(vocab.is_special(s))[1:] for s in sentences])  # (B, C)
+    starts = np.arange(len(sentences)) * width if not packed else np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    eos_local = np.stack([np.flatnonzero(vocab.is_special(s))[1:] for s in sentences[:n]])  # (B, C)
     common = dict(
         cu_seqlens=torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)),
         max_seqlen=int(lengths.max()),
-        cls_index=torch.from_numpy(starts.astype(np.int64)),
-        eos_index=torch.from_numpy(eos_local + starts[:, None]),
+        cls_index=torch.from_numpy(starts[:n].astype(np.int64)),
+        eos_index=torch.from_numpy(eos_local + starts[:n, None]),
+        view_cls_index=torch.from_numpy(starts[n:].astype(np.int64)) if contrastive_drop is not None else None,
         target_cell=torch.from_numpy(np.concatenate(t_cell)),
         target_bin=torch.from_numpy(np.concatenate(t_bin)),
         target_state=torch.from_numpy(np.concatenate(t_state).astype(np.int64)),
@@ -142,8 +175,8 @@ def collate_cells(
     )
     if packed:
         return PackedBatch(input_ids=torch.from_numpy(np.concatenate(sentences)), **common)
-    ids = np.full((len(cells), width), vocab.pad_id, dtype=np.int64)
-    mask = np.zeros((len(cells), width), dtype=bool)
+    ids = np.full((len(sentences), width), vocab.pad_id, dtype=np.int64)
+    mask = np.zeros((len(sentences), width), dtype=bool)
     for i, s in enumerate(sentences):
         ids[i, : len(s)] = s
         mask[i, : len(s)] = True
@@ -153,11 +186,14 @@ def collate_cells(
 def pad_batch(batch: PackedBatch, *, pad_id: int = 0) -> PaddedBatch:
     """The padded layout of a packed batch (same cells, same sentences, same targets)."""
     lengths = batch.seqlens.long()
-    n, width = batch.num_cells, int(lengths.max())
+    n, width = batch.num_sentences, int(lengths.max())
     mask = torch.arange(width)[None, :] < lengths[:, None]  # (B, L)
     ids = torch.full((n, width), pad_id, dtype=batch.input_ids.dtype, device=batch.input_ids.device)
     ids[mask.to(ids.device)] = batch.input_ids
     shift = (torch.arange(n, device=lengths.device) * width - batch.cu_seqlens[:-1].long()).to(batch.cls_index.device)
     fields = {f.name: getattr(batch, f.name) for f in dataclasses.fields(PackedBatch)}
-    fields.update(input_ids=ids, cls_index=batch.cls_index + shift, eos_index=batch.eos_index + shift[:, None])
+    b = batch.num_cells
+    fields.update(input_ids=ids, cls_index=batch.cls_index + shift[:b], eos_index=batch.eos_index + shift[:b, None])
+    if batch.view_cls_index is not None:
+        fields["view_cls_index"] = batch.view_cls_index + shift[b:]
     return PaddedBatch(**fields, attention_mask=mask.to(ids.device))

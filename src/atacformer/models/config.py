@@ -64,6 +64,12 @@ class AtacformerConfig:
     cell_type_loss_weight: float = 1.0
     organ_loss_weight: float = 1.0
     mask_fraction: float = 0.15
+    # contrastive objective on <cls> (0 = off): a second view of each cell, InfoNCE on a projection
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.1
+    contrastive_drop: float = 0.5  # fraction of a cell's open bins dropped in its second view
+    contrastive_neighbor_add: float = 0.0  # fraction of a neighbour's extra bins added (cells with neighbours)
+    contrastive_dim: int = 64  # projection output width
 
     def __post_init__(self):
         self.state_class_weights = tuple(float(w) for w in self.state_class_weights)
@@ -76,6 +82,10 @@ class AtacformerConfig:
             raise ValueError(f"state0_sample_rate must be in (0, 1] or None, got {self.state0_sample_rate}")
         if not 0 <= self.mask_fraction < 1:
             raise ValueError(f"mask_fraction must be in [0, 1), got {self.mask_fraction}")
+        if self.contrastive_weight < 0 or self.contrastive_temperature <= 0:
+            raise ValueError("contrastive_weight must be >= 0 and contrastive_temperature > 0")
+        if not 0 <= self.contrastive_drop < 1 or not 0 <= self.contrastive_neighbor_add <= 1:
+            raise ValueError("contrastive_drop must be in [0, 1) and contrastive_neighbor_add in [0, 1]")
         if self.n_cell_types and self.cell_type_names and len(self.cell_type_names) != self.n_cell_types:
             raise ValueError("cell_type_names must have n_cell_types entries")
         if self.n_organs and self.organ_names and len(self.organ_names) != self.n_organs:

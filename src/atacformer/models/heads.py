@@ -1,4 +1,5 @@
-"""Supervised ``<cls>`` heads (cell type, organ) with missing labels (-1) ignored."""
+"""``<cls>`` heads: supervised (cell type, organ; missing labels (-1) ignored) and the contrastive
+projection with its symmetric InfoNCE loss."""
 
 from __future__ import annotations
 
@@ -24,3 +25,23 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     if bool((labels >= 0).any()):
         return F.cross_entropy(logits.float(), labels, ignore_index=-1)
     return logits.sum() * 0.0  # keeps every parameter in the graph (DDP needs that)
+
+
+class ProjectionHead(nn.Module):
+    """<cls> (d) → Linear → ReLU → Linear → ``dim`` (SimCLR projection; its output is only used by the loss)."""
+
+    def __init__(self, d_model: int, hidden: int, dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.net(cls)  # (B, dim)
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of ``z1`` (B, D) and of ``z2`` are a positive pair, all other rows of the
+    other view are negatives; cosine similarities / ``temperature``, cross-entropy both ways, averaged."""
+    z1, z2 = F.normalize(z1.float(), dim=-1), F.normalize(z2.float(), dim=-1)
+    logits = z1 @ z2.T / temperature  # (B, B)
+    target = torch.arange(z1.shape[0], device=z1.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))

@@ -17,7 +17,7 @@ from .batch import PackedBatch, PaddedBatch
 from .config import CONFIG_FILE, AtacformerConfig
 from .decoder import StateDecoder
 from .encoder import Encoder
-from .heads import ClassifierHead, masked_cross_entropy
+from .heads import ClassifierHead, ProjectionHead, info_nce, masked_cross_entropy
 
 logger = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
@@ -26,7 +26,7 @@ WEIGHTS_FILE = "model.safetensors"
 @dataclass
 class AtacformerOutput:
     loss: torch.Tensor | None  # () weighted sum of the parts below
-    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "state", "cell_type", "organ"
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "state", "cell_type", "organ", "contrastive"
     state_ce_sum: torch.Tensor | None = None  # (3,) cross-entropy summed per true state (see state_metrics)
     state_count: torch.Tensor | None = None  # (3,) (cell, bin) pairs per state
     state_hist: torch.Tensor | None = None  # (2, n) histogram of removed-vs-closed log-odds
@@ -57,6 +57,8 @@ class Atacformer(nn.Module):
         self.decoder = StateDecoder(config, bin_chrom)
         self.cell_type_head = self._head(config.n_cell_types)
         self.organ_head = self._head(config.n_organs)
+        self.contrastive_head = (ProjectionHead(config.d_model, config.head_hidden, config.contrastive_dim)
+                                 if config.contrastive_weight > 0 else None)
 
     def _head(self, n: int) -> ClassifierHead | None:
         c = self.config
@@ -89,7 +91,8 @@ class Atacformer(nn.Module):
 
     def forward(self, batch: PackedBatch, *, output_hidden_states: bool = False,
                 state0_sample_rate: float | None = None) -> AtacformerOutput:
-        """Pretraining forward: 3-state decoder loss over all bins plus the <cls> head losses.
+        """Pretraining forward: 3-state decoder loss over all bins plus the <cls> head losses, plus
+        (``contrastive_weight`` > 0 and a batch with second views) InfoNCE between the two views' <cls>.
 
         ``state0_sample_rate`` overrides the config's closed-bin sampling rate for this call (the
         config's rate applies in training mode only; evaluation is exact by default)."""
@@ -112,6 +115,11 @@ class Atacformer(nn.Module):
             out.organ_logits = self.organ_head(cls)
             out.losses["organ"] = masked_cross_entropy(out.organ_logits, batch.organ)
             loss = loss + c.organ_loss_weight * out.losses["organ"]
+        if self.contrastive_head is not None and batch.view_cls_index is not None:
+            view = h[batch.view_cls_index.to(h.device)]  # (B, d) <cls> of the second views
+            out.losses["contrastive"] = info_nce(self.contrastive_head(cls), self.contrastive_head(view),
+                                                 c.contrastive_temperature)
+            loss = loss + c.contrastive_weight * out.losses["contrastive"]
         out.loss = loss
         return out
 
@@ -122,12 +130,15 @@ class Atacformer(nn.Module):
             return h[batch.cls_index.to(h.device)]
         if pooling != "mean":
             raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
-        lengths = batch.seqlens.to(h.device).long()  # (B,)
+        n = batch.num_cells  # second (contrastive) views, if any, follow the B cells and are left out
+        lengths = batch.seqlens[:n].to(h.device).long()  # (B,)
         if isinstance(batch, PaddedBatch):
-            mask = batch.attention_mask.to(h.device).flatten()
+            mask = batch.attention_mask[:n].to(h.device).flatten()
+            h = h[: mask.shape[0]]
             cell = torch.arange(batch.num_cells, device=h.device).repeat_interleave(batch.attention_mask.shape[1])
             h, cell = h[mask], cell[mask]
         else:
+            h = h[: int(lengths.sum())]
             cell = torch.arange(batch.num_cells, device=h.device).repeat_interleave(lengths)  # (T,)
         summed = torch.zeros(batch.num_cells, h.shape[1], device=h.device, dtype=h.dtype).index_add_(0, cell, h)
         return summed / lengths[:, None].to(h.dtype)

@@ -44,6 +44,11 @@ class DemoSettings:
     lr: float = 1e-2
     state0_sample_rate: float = 0.02
     open_state_weight: float = 1000.0  # weight of states 1/2 vs closed bins (~100 open of 607k bins per cell)
+    # contrastive <cls> objective (see AtacformerConfig): second view = 80 % of the cell's bins dropped plus
+    # the bins of a random one of its 10 TF-IDF nearest neighbours; InfoNCE weighted against the state loss
+    contrastive_weight: float = 5.0
+    contrastive_drop: float = 0.8
+    contrastive_neighbor_add: float = 1.0
     finetune_epochs: int = 40
     integrate_epochs: int = 6
     umap_epochs: int | None = None
@@ -81,13 +86,17 @@ def _embed(adata: ad.AnnData, model: Atacformer, key: str) -> None:
 
 
 def pretrain_model(pbs: ad.AnnData, hem: ad.AnnData, out: Path, s: DemoSettings) -> tuple[Atacformer, Path | None]:
-    """Pretrain the tiny preset on both datasets with their labels removed (self-supervised only)."""
+    """Pretrain the tiny preset on both datasets with their labels removed (self-supervised only):
+    masked-bin 3-state loss plus the contrastive loss on ``<cls>`` (``s.contrastive_weight``, 0 = off)."""
     from ..train import pretrain
 
     cells = ad.concat({"pbsmall": _unlabelled(pbs), "hemato": _unlabelled(hem)}, label="dataset", merge="same",
                       uns_merge="first", index_unique="-")
     overrides = {"state0_sample_rate": s.state0_sample_rate,
-                 "state_class_weights": (1.0, s.open_state_weight, s.open_state_weight)}
+                 "state_class_weights": (1.0, s.open_state_weight, s.open_state_weight),
+                 "contrastive_weight": s.contrastive_weight, "contrastive_drop": s.contrastive_drop,
+                 "contrastive_neighbor_add": s.contrastive_neighbor_add,
+                 "dropout": 0.0 if s.contrastive_weight > 0 else 0.1}  # the views are the augmentation
     model = pretrain(cells, out_dir=out / "model", preset="tiny", max_steps=s.pretrain_steps, lr=s.lr,
                      batch_size=s.batch_size, overrides=overrides,
                      val_fraction=0.0, progress_bar=False, log_every_n_steps=max(1, s.pretrain_steps // 50),

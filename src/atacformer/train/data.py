@@ -19,6 +19,8 @@ from pathlib import Path
 import anndata as ad
 import lightning as L
 import numpy as np
+import scipy.sparse as sp
+from sklearn.neighbors import NearestNeighbors
 from torch.utils.data import DataLoader, get_worker_info
 
 from ..models import collate_cells
@@ -32,8 +34,9 @@ LABEL_COLUMNS = ("cell_type", "organ")
 
 
 def _collate(cells: list[dict], rng: np.random.Generator, *, vocab: BinVocab, mask_fraction: float,
-             max_length: int):
-    return collate_cells(cells, vocab, mask_fraction=mask_fraction, max_length=max_length, rng=rng)
+             max_length: int, contrastive_drop: float | None, contrastive_neighbor_add: float):
+    return collate_cells(cells, vocab, mask_fraction=mask_fraction, max_length=max_length, rng=rng,
+                         contrastive_drop=contrastive_drop, contrastive_neighbor_add=contrastive_neighbor_add)
 
 
 def _worker() -> tuple[int, int]:
@@ -41,12 +44,33 @@ def _worker() -> tuple[int, int]:
     return (info.id, info.num_workers) if info is not None else (0, 1)
 
 
-class _AnnDataSource:
-    """Cells of an in-memory dataset, reshuffled every epoch, split by rank then by worker."""
+def cell_neighbors(X: sp.csr_matrix, k: int) -> np.ndarray:
+    """(n_cells, k) nearest neighbours of each cell (itself excluded) by cosine similarity of TF-IDF
+    profiles of a cells × bins matrix (for the contrastive views' neighbour augmentation)."""
+    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    X.data[:] = 1.0
+    idf = np.log1p(X.shape[0] / (1.0 + np.asarray(X.sum(axis=0)).ravel())).astype(np.float32)
+    tf = sp.diags(1.0 / np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1.0)) @ X
+    k = min(k, X.shape[0] - 1)
+    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(tf @ sp.diags(idf))
+    idx = nn.kneighbors(return_distance=False)  # (n, k) without the query point itself
+    return idx[:, :k]
 
-    def __init__(self, dataset, indices: np.ndarray, *, seed: int, rank: int, world_size: int, shuffle: bool):
-        self.dataset, self.indices = dataset, np.asarray(indices)
+
+class _AnnDataSource:
+    """Cells of an in-memory dataset, reshuffled every epoch, split by rank then by worker; with
+    ``neighbors`` each cell also carries the bins of its nearest neighbours (``neighbor_bin_ids``)."""
+
+    def __init__(self, dataset, indices: np.ndarray, *, seed: int, rank: int, world_size: int, shuffle: bool,
+                 neighbors: np.ndarray | None = None):
+        self.dataset, self.indices, self.neighbors = dataset, np.asarray(indices), neighbors
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+
+    def _cell(self, i: int) -> dict:
+        cell = self.dataset[i]
+        if self.neighbors is not None:
+            cell["neighbor_bin_ids"] = [self.dataset[int(j)]["bin_ids"] for j in self.neighbors[i]]
+        return cell
 
     def __call__(self, epoch: int) -> Iterator[dict]:
         idx = self.indices
@@ -54,7 +78,7 @@ class _AnnDataSource:
             idx = np.random.default_rng([self.seed, epoch]).permutation(idx)
         worker, n_workers = _worker()
         for i in idx[self.rank :: self.world_size][worker::n_workers]:
-            yield self.dataset[int(i)]
+            yield self._cell(int(i))
 
 
 class _CorpusSource:
@@ -114,6 +138,9 @@ class AtacformerDataModule(L.LightningDataModule):
             max_tokens_per_batch = None
         self.max_tokens, self.batch_size = max_tokens_per_batch, batch_size
         self.mask_fraction, self.max_length = mask_fraction, max_length
+        self.contrastive_drop: float | None = None  # set (with the next) from the model config by pretrain
+        self.contrastive_neighbor_add = 0.0
+        self.n_neighbors = 10  # neighbours per cell for that augmentation (in-memory AnnData only)
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
         self.val_fraction = val_fraction
         self.adata: ad.AnnData | None = None
@@ -154,13 +181,26 @@ class AtacformerDataModule(L.LightningDataModule):
     def _source(self, train: bool):
         opts = dict(seed=self.seed, rank=self.rank, world_size=self.world_size, shuffle=train)
         if self.adata is not None:
-            return _AnnDataSource(self._cells, self.train_idx if train else self.val_idx, **opts)
+            return _AnnDataSource(self._cells, self.train_idx if train else self.val_idx, neighbors=self._neighbors(),
+                                  **opts)
         return _CorpusSource(self.corpora if train else self.val_corpora, self.label_names,
                              shuffle_buffer=self.shuffle_buffer, **opts)
 
+    @functools.cached_property
+    def _neighbor_table(self) -> np.ndarray:
+        log.info("contrastive views: %d nearest neighbours of %d cells", self.n_neighbors, len(self._cells))
+        return cell_neighbors(self._cells.X, self.n_neighbors)
+
+    def _neighbors(self) -> np.ndarray | None:
+        """Neighbour table (computed once) when the contrastive views add neighbour bins, else None."""
+        if self.contrastive_drop is None or self.contrastive_neighbor_add <= 0 or len(self._cells) < 2:
+            return None
+        return self._neighbor_table
+
     def _loader(self, train: bool) -> DataLoader:
         collate = functools.partial(_collate, vocab=self.vocab, mask_fraction=self.mask_fraction,
-                                    max_length=self.max_length)
+                                    max_length=self.max_length, contrastive_drop=self.contrastive_drop,
+                                    contrastive_neighbor_add=self.contrastive_neighbor_add)
         stream = PackedBatchStream(
             self._source(train), collate, n_chroms=self.vocab.n_chroms, max_length=self.max_length,
             max_tokens=self.max_tokens, batch_size=self.batch_size, seed=self.seed + (0 if train else 1),

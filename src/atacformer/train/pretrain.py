@@ -143,6 +143,8 @@ def pretrain(
     else:
         config = build_config(data, preset, overrides)
     data.mask_fraction, data.max_length = config.mask_fraction, config.max_length
+    if config.contrastive_weight > 0:  # batches also carry a second view of every cell
+        data.contrastive_drop, data.contrastive_neighbor_add = config.contrastive_drop, config.contrastive_neighbor_add
     module = AtacformerModule(
         config, dna_embeddings=dna_embeddings, lr=lr, weight_decay=weight_decay, max_steps=max_steps, seed=seed,
         warmup_steps=warmup_steps if warmup_steps is not None else min(1000, max(1, max_steps // 20)))
