@@ -33,7 +33,9 @@ def umap(
             ax.scatter(xy[m, 0], xy[m, 1], s=s, color=cmap(j % cmap.N), label=cat, linewidths=0)
         ax.set_title(f"{title}: {key}" if title else key)
         ax.set_xticks([]), ax.set_yticks([])
-        ax.legend(fontsize=7, markerscale=2, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
+        # legend below each panel, so long labels never run under the next panel
+        ax.legend(fontsize=7, markerscale=2, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.02),
+                  ncol=min(3, len(cats.categories)))
     return save(fig, path)
 
 
