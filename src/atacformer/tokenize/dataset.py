@@ -128,7 +128,7 @@ class CorpusDataset(IterableDataset):
             yield from cells
             return
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
-        yield from _buffer_shuffle(cells, self.shuffle_buffer, rng)
+        yield from buffer_shuffle(cells, self.shuffle_buffer, rng)
 
     def _read(self, units: list[Unit]) -> Iterator[dict]:
         files: dict[int, pq.ParquetFile] = {}
@@ -161,8 +161,11 @@ def _balance(units: list, n: int) -> list[list]:
     return out
 
 
-def _buffer_shuffle(items: Iterator[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
+def buffer_shuffle(items: Iterator[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
     """Approximate shuffle: keep ``size`` items, emit a random one as each new one arrives."""
+    if size <= 1:
+        yield from items
+        return
     buffer: list[dict] = []
     for item in items:
         if len(buffer) < size:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..tokenize.dataset import buffer_shuffle
+
 log = logging.getLogger(__name__)
 
 CellSource = Callable[[int], Iterator[dict]]  # epoch -> this worker's cells for that epoch
@@ -23,23 +25,6 @@ CellSource = Callable[[int], Iterator[dict]]  # epoch -> this worker's cells for
 def sentence_length(cell: dict, n_chroms: int, max_length: int) -> int:
     """Tokens the cell's sentence takes before masking: ``<cls>`` + open bins + one ``<eos>`` per chromosome."""
     return min(1 + len(cell["bin_ids"]) + n_chroms, max_length)
-
-
-def shuffled(cells: Iterator[dict], buffer_size: int, rng: np.random.Generator) -> Iterator[dict]:
-    """Streaming shuffle with a fixed-size buffer (mixes cells across shards and corpora)."""
-    if buffer_size <= 1:
-        yield from cells
-        return
-    buf: list[dict] = []
-    for cell in cells:
-        if len(buf) < buffer_size:
-            buf.append(cell)
-            continue
-        j = int(rng.integers(buffer_size))
-        yield buf[j]
-        buf[j] = cell
-    rng.shuffle(buf)
-    yield from buf
 
 
 def group_cells(
@@ -105,7 +90,7 @@ class PackedBatchStream(IterableDataset):
         epoch = 0
         while True:
             rng = np.random.default_rng([self.seed, self.rank, worker, epoch, 1])
-            cells = shuffled(self.source(epoch), self.shuffle_buffer, rng)
+            cells = buffer_shuffle(self.source(epoch), self.shuffle_buffer, rng)
             n = 0
             for group in group_cells(cells, n_chroms=self.n_chroms, max_length=self.max_length,
                                      max_tokens=self.max_tokens, batch_size=self.batch_size):
