@@ -159,3 +159,18 @@ def test_labels_with_duplicates_raise(tmp_path):
     path.write_text("barcode\tcell_type\nA\tx\nA\ty\n")
     with pytest.raises(ValueError, match="more than once"):
         read_labels(path)
+
+
+def test_read_bed_windows_centres_on_midpoints_and_names_bad_lines(tmp_path):
+    from atacformer.epiattend.windows import read_bed_windows
+
+    bed = tmp_path / "r.bed"
+    bed.write_text("chr1\t10000\t10200\tA\n1\t20000\t20100\n")
+    w = read_bed_windows(bed, seq_len=2048)
+    assert w["chrom"].tolist() == ["chr1", "chr1"]
+    mids = (w["start"] + 1024).tolist()
+    assert all(abs(m - c) < 128 for m, c in zip(mids, [10100, 20050]))  # centred up to one 128 bp bin
+    bad = tmp_path / "bad.bed"
+    bad.write_text("chr1\tx\t1\n")
+    with pytest.raises(ValueError, match="bad.bed:1"):
+        read_bed_windows(bad, seq_len=2048)

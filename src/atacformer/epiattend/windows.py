@@ -9,7 +9,6 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ..genome import normalize_chrom
 from .data import EpiData, one_hot, reverse_complement_codes
 
 
@@ -35,20 +34,12 @@ def centered_windows(chroms: pd.Series, positions: pd.Series, *, seq_len: int, b
 
 
 def read_bed_windows(path: str | Path, *, seq_len: int, bin_size: int = 128) -> pd.DataFrame:
-    """Windows centred on the midpoints of the regions of a BED file."""
-    path = Path(path)
-    rows = []
-    with open(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            f = line.split("\t")
-            try:
-                rows.append((normalize_chrom(f[0]), (int(f[1]) + int(f[2])) // 2))
-            except (IndexError, ValueError):
-                raise ValueError(f"{path}:{lineno}: expected 'chrom start end', got {line.rstrip()!r}") from None
-    df = pd.DataFrame(rows, columns=["chrom", "mid"])
-    return centered_windows(df.chrom, df.mid, seq_len=seq_len, bin_size=bin_size)
+    """Windows centred on the midpoints of the regions of a BED file (parsed by :func:`read_regions`)."""
+    from .inputs import read_regions
+
+    regions = read_regions(path)
+    mid = (regions["start"] + regions["end"]) // 2
+    return centered_windows(regions.chrom, mid, seq_len=seq_len, bin_size=bin_size)
 
 
 def split_chromosomes(chroms: list[str], *, valid: list[str], test: list[str]) -> dict[str, list[str]]:
