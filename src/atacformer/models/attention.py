@@ -6,8 +6,11 @@ Backends for a packed stream of T tokens with boundaries ``cu_seqlens``:
 - ``segments``: one ``F.scaled_dot_product_attention`` call per cell on its own slice (any device,
   no padding at all);
 - ``buckets``: cells sorted by length and cut into a few groups whose padded size is within
-  ``BUCKET_SLACK`` of their real size; one fused SDPA call per group (attention only: every other
-  op stays on the packed stream). The default on CPU, where the per-cell loop pays a per-call cost;
+  ``BUCKET_SLACK`` of their real size. The encoder lays the stream out once per batch in these groups
+  (``AttentionContext.slots``: T real tokens → S ≤ (1 + slack)·T slots) and runs every layer on that
+  layout, so each group is a plain view for one fused SDPA call and no layer gathers or scatters
+  tokens; the final hidden states are put back in stream order once. The default on CPU, where the
+  per-cell loop pays a per-call cost;
 - ``nested``: one SDPA call on a jagged nested tensor built over the stream (no copies);
 - ``flex``: FlexAttention with a document mask (block-sparse; compiled on GPU; on CPU it has no
   backward and its eager fallback materialises the T × T scores, so it is for inference checks only).
@@ -32,14 +35,25 @@ BUCKET_SLACK = 0.1  # a length group's padded attention size is at most 10% abov
 
 
 @dataclass
+class Bucket:
+    """``cells`` sentences padded to ``width``: slots ``[start, start + cells * width)`` of the layout."""
+
+    start: int
+    cells: int
+    width: int
+    key_mask: torch.Tensor | None  # (G, 1, 1, Lg) bool, None when all G sentences have length Lg
+
+
+@dataclass
 class AttentionContext:
     """Per-forward layout information shared by all layers (built once, not per layer)."""
 
     cu_seqlens: torch.Tensor | None = None  # (B+1,) int32, packed layout
     max_seqlen: int = 0
     bounds: list[tuple[int, int]] | None = None  # python (start, end) per cell, for the segment loop
-    groups: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None  # buckets: (G, Lg) gather index, key mask
-    inverse: torch.Tensor | None = None  # buckets: position of each stream token in the concatenated groups
+    buckets: list[Bucket] | None = None  # buckets: the length groups, consecutive in the slot layout
+    slots: torch.Tensor | None = None  # buckets: (S,) stream position of each slot, T for a padding slot
+    inverse: torch.Tensor | None = None  # buckets: (T,) slot of each stream token
     key_mask: torch.Tensor | None = None  # (B, 1, 1, L) bool, padded layout
     block_mask: object | None = None  # FlexAttention BlockMask
     backend: str = "segments"
@@ -68,7 +82,7 @@ def packed_context(cu_seqlens: torch.Tensor, max_seqlen: int, *, device: torch.d
         b = cu_seqlens.tolist()
         ctx.bounds = list(zip(b[:-1], b[1:]))
     elif backend == "buckets":
-        ctx.groups, ctx.inverse = _length_buckets(cu_seqlens.long().cpu(), device)
+        ctx.buckets, ctx.slots, ctx.inverse = _length_buckets(cu_seqlens.long().cpu(), device)
     elif backend == "flex":
         ctx.block_mask = _document_block_mask(ctx.cu_seqlens)
     return ctx
@@ -79,9 +93,23 @@ def padded_context(attention_mask: torch.Tensor) -> AttentionContext:
                             backend="padded")
 
 
+def to_slots(ids: torch.Tensor, ctx: AttentionContext, pad_id: int) -> torch.Tensor:
+    """Token ids of a packed stream (T,) in the layout the layers run on: (S,) slots for ``buckets``
+    (``pad_id`` in padding slots), the stream itself for the other backends."""
+    if ctx.slots is None:
+        return ids
+    return torch.cat([ids, ids.new_full((1,), pad_id)])[ctx.slots]  # (S,)
+
+
+def from_slots(x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
+    """Hidden states (S, d) in the slot layout → (T, d) in stream order (identity without slots)."""
+    return x if ctx.slots is None else x[ctx.inverse]
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: AttentionContext, *,
            dropout_p: float = 0.0) -> torch.Tensor:
-    """Attention. Packed: q, k, v (T, H, Dh) → (T, H, Dh). Padded: (B, H, L, Dh) → (B, H, L, Dh)."""
+    """Attention. Packed: q, k, v (T, H, Dh) → (T, H, Dh), or (S, H, Dh) in the slot layout of
+    ``buckets`` (see :func:`to_slots`). Padded: (B, H, L, Dh) → (B, H, L, Dh)."""
     if not ctx.packed:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.key_mask, dropout_p=dropout_p)
     if ctx.backend == "flash":
@@ -105,44 +133,53 @@ def _segments(q, k, v, bounds, dropout_p):
     return torch.cat(outs, dim=2)[0].transpose(0, 1)  # (T, H, Dh)
 
 
-def _length_buckets(cu: torch.Tensor, device: torch.device):
-    """Group cells (sorted by length) greedily while the group's padded size stays within the slack."""
-    lengths = cu[1:] - cu[:-1]
-    order = torch.argsort(lengths, descending=True).tolist()
+def _group_by_length(lengths: list[int]) -> list[list[int]]:
+    """Cells sorted by length (longest first), cut greedily while a group's padded size (its longest
+    length × its cells) stays within ``BUCKET_SLACK`` of its real size."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups, current, total = [], [], 0
     for i in order:
-        longest = int(lengths[current[0]]) if current else int(lengths[i])
-        if current and longest * (len(current) + 1) > (1 + BUCKET_SLACK) * (total + int(lengths[i])):
+        if current and lengths[current[0]] * (len(current) + 1) > (1 + BUCKET_SLACK) * (total + lengths[i]):
             groups.append(current)
             current, total = [], 0
         current.append(i)
-        total += int(lengths[i])
+        total += lengths[i]
     groups.append(current)
-    out, rows, tokens, offset = [], [], [], 0
-    for g in groups:
-        width = int(lengths[g[0]])
+    return groups
+
+
+def _length_buckets(cu: torch.Tensor, device: torch.device):
+    """The slot layout of a packed stream: (buckets, slots (S,), inverse (T,)); see ``Bucket``."""
+    lengths = (cu[1:] - cu[:-1]).tolist()
+    total = int(cu[-1])
+    buckets, slots, start = [], [], 0
+    for g in _group_by_length(lengths):
+        width = lengths[g[0]]
         pos = torch.arange(width)[None, :]  # (1, Lg)
-        valid = pos < lengths[g][:, None]  # (G, Lg)
-        index = torch.where(valid, cu[g][:, None] + pos, 0)  # (G, Lg) stream positions (0 for padding)
+        valid = pos < torch.tensor([lengths[i] for i in g])[:, None]  # (G, Lg)
+        slots.append(torch.where(valid, cu[g][:, None] + pos, total).flatten())  # (G*Lg,)
         mask = None if bool(valid.all()) else valid[:, None, None, :].to(device)  # (G, 1, 1, Lg)
-        out.append((index.to(device), mask))
-        tokens.append(index[valid])  # stream position of each real slot
-        rows.append(torch.nonzero(valid.flatten()).squeeze(1) + offset)  # its row in the concatenated outputs
-        offset += valid.numel()
-    inverse = torch.empty(int(cu[-1]), dtype=torch.long)
-    inverse[torch.cat(tokens)] = torch.cat(rows)
-    return out, inverse.to(device)
+        buckets.append(Bucket(start, len(g), width, mask))
+        start += len(g) * width
+    slots = torch.cat(slots)  # (S,)
+    real = torch.nonzero(slots < total).squeeze(1)  # (T,) slots holding a token
+    inverse = torch.empty(total, dtype=torch.long)
+    inverse[slots[real]] = real
+    return buckets, slots.to(device), inverse.to(device)
 
 
 def _buckets(q, k, v, ctx, dropout_p):
-    # q, k, v: (T, H, Dh); per group: gather (G, Lg, H, Dh) → SDPA over (G, H, Lg, Dh); padded rows are
-    # dropped by the final gather, which also restores stream order
+    # q, k, v: (S, H, Dh) in the slot layout; each bucket is a (G, Lg) block of slots → SDPA on
+    # (G, H, Lg, Dh) views, no gather; the outputs are already in slot order
+    # (one split per tensor: its backward is one cat, where per-bucket slicing would allocate and
+    # zero a full (S, H, Dh) gradient for every bucket)
+    sizes = [b.cells * b.width for b in ctx.buckets]
     outs = []
-    for index, mask in ctx.groups:
-        qg, kg, vg = (x[index].transpose(1, 2) for x in (q, k, v))  # (G, H, Lg, Dh)
-        y = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask, dropout_p=dropout_p)
+    for b, qg, kg, vg in zip(ctx.buckets, q.split(sizes), k.split(sizes), v.split(sizes)):
+        qg, kg, vg = (x.unflatten(0, (b.cells, b.width)).transpose(1, 2) for x in (qg, kg, vg))  # (G, H, Lg, Dh)
+        y = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=b.key_mask, dropout_p=dropout_p)  # (G, H, Lg, Dh)
         outs.append(y.transpose(1, 2).flatten(0, 1))  # (G*Lg, H, Dh)
-    return torch.cat(outs)[ctx.inverse]  # (T, H, Dh)
+    return outs[0] if len(outs) == 1 else torch.cat(outs)  # (S, H, Dh)
 
 
 def _nested(q, k, v, cu_seqlens, dropout_p):

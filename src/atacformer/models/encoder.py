@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import AttentionContext, attend
+from .attention import AttentionContext, attend, from_slots, to_slots
+from ..tokenize.vocab import PAD_ID
 from .config import AtacformerConfig
 
 
@@ -96,8 +97,15 @@ class Encoder(nn.Module):
         self.ln_f = nn.LayerNorm(config.d_model)
 
     def forward(self, ids: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
-        """ids (T,) packed or (B, L) padded → hidden states (T, d) or (B, L, d)."""
+        """ids (T,) packed or (B, L) padded → hidden states (T, d) or (B, L, d).
+
+        Packed with ``buckets`` attention, the layers run on the slot layout (S ≥ T, see
+        :mod:`.attention`), entered once here and left once before the final norm."""
+        if ctx.packed:
+            ids = to_slots(ids, ctx, PAD_ID)  # (S,)
         x = self.drop(self.embed(ids))
         for layer in self.layers:
             x = layer(x, ctx)
+        if ctx.packed:
+            x = from_slots(x, ctx)  # (T, d)
         return self.ln_f(x)
