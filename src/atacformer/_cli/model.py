@@ -47,6 +47,9 @@ def register(subparsers) -> None:
     p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"])
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
     p.add_argument("--log-every", type=int, default=10, metavar="N")
+    p.add_argument("--dna-table", default=None, metavar="PATH",
+                   help="per-bin DNA embedding table from `atacformer dna-embed`, aligned to the vocabulary by bin "
+                        "name and added to the token embedding (sets dna_dim; genome and bin size must match)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_pretrain)
@@ -64,12 +67,47 @@ def register(subparsers) -> None:
     e.set_defaults(func=_embed)
 
 
+def _input_vocab(inputs):
+    """The vocabulary of the training inputs: an in-memory AnnData's ``uns``, or the first corpus's."""
+    from ..tokenize import BinVocab, Corpus
+    from ..tokenize.sources import bins_of
+
+    if isinstance(inputs, list):
+        return Corpus(inputs[0]).vocab()
+    return BinVocab.from_bins(bins_of(inputs.uns, "training AnnData"))
+
+
+def _dna_embeddings(path: str, inputs, overrides: dict):
+    """(V, dim) float32 tensor of the table at ``path`` aligned to the inputs' vocabulary; sets
+    ``overrides["dna_dim"]`` to the table width."""
+    import torch
+
+    from ..dna import DNAEmbeddingTable
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such DNA embedding table")
+    table = DNAEmbeddingTable.load(path)
+    if overrides.get("dna_dim", table.dim) != table.dim:
+        raise ValueError(f"{path}: the DNA table has {table.dim} columns but --set dna_dim={overrides['dna_dim']}")
+    overrides["dna_dim"] = table.dim
+    return torch.from_numpy(table.aligned(_input_vocab(inputs)))  # genome / bin size checked by aligned()
+
+
 def _pretrain(args) -> int:
+    import anndata as ad
+
     from ..train import pretrain
 
     inputs = args.inputs[0] if len(args.inputs) == 1 and args.inputs[0].endswith(".h5ad") else args.inputs
+    overrides, dna = dict(args.overrides), None
+    if args.dna_table:
+        if isinstance(inputs, str):  # read once: the vocabulary for the table, then the training cells
+            if not Path(inputs).is_file():
+                raise FileNotFoundError(f"{inputs}: no such file")
+            inputs = ad.read_h5ad(inputs)
+        dna = _dna_embeddings(args.dna_table, inputs, overrides)
     pretrain(
-        inputs, out_dir=args.out, preset=args.preset, overrides=dict(args.overrides), max_steps=args.max_steps,
+        inputs, out_dir=args.out, preset=args.preset, overrides=overrides, dna_embeddings=dna, max_steps=args.max_steps,
         lr=args.lr, warmup_steps=args.warmup_steps, max_tokens_per_batch=args.batch_tokens,
         batch_size=args.batch_size, accumulate_grad_batches=args.accumulate, gradient_clip_val=args.grad_clip,
         val_inputs=args.val, val_fraction=args.val_fraction, val_every_n_steps=args.val_every,
