@@ -101,3 +101,33 @@ def test_state_metrics_reports_per_state_losses(toy_vocab, make_cells):
     w = torch.tensor(model.config.state_class_weights)
     assert (w * recon).sum() / (w * counts).sum() == pytest.approx(out.losses["state"].item(), rel=1e-5)
     assert 0.0 <= m["auroc_removed"] <= 1.0
+
+
+def test_observed_decoder_matches_brute_force_on_its_bins(toy_vocab, make_cells):
+    """decoder_bins='observed': the loss is the full loss restricted to the observed bins' columns,
+    and targets on other bins are ignored."""
+    batch, eos, e1 = _decoder_inputs(toy_vocab, make_cells, n_cells=4, seed=1, high=12)
+    observed = torch.unique(batch.target_bin)[:-2]  # two open bins left out of the decoder
+    assert len(observed) < toy_vocab.n_bins
+    dec = _decoder(toy_vocab, decoder_bins="observed", n_decoder_bins=len(observed), decoder_chunk_size=3,
+                   state_class_weights=(1.0, 4.0, 6.0))
+    dec.set_bins(observed)
+    out = dec(eos, dec.bin_embeddings(e1), batch.target_cell, batch.target_bin, batch.target_state)
+    _, logits, y = _brute_force_loss(dec, eos, e1, batch, toy_vocab.n_bins, (1.0, 4.0, 6.0))
+    ref = F.cross_entropy(logits[:, observed].reshape(-1, 3), y[:, observed].flatten(), weight=torch.tensor([1.0, 4.0, 6.0]))
+    torch.testing.assert_close(out.loss, ref, atol=1e-6, rtol=1e-5)
+    assert out.state_count.tolist() == [float((y[:, observed] == s).sum()) for s in range(3)]
+
+
+def test_observed_bins_are_saved_and_validated(toy_vocab, tmp_path):
+    cfg = AtacformerConfig.from_preset("tiny", toy_vocab, decoder_bins="observed", n_decoder_bins=3)
+    model = Atacformer(cfg)
+    model.decoder.set_bins(torch.tensor([2, 7, 30]))
+    loaded = Atacformer.from_pretrained(model.save_pretrained(tmp_path))
+    assert loaded.decoder.bins.tolist() == [2, 7, 30]
+    with pytest.raises(ValueError, match="sorted, unique"):
+        model.decoder.set_bins(torch.tensor([7, 2, 30]))
+    with pytest.raises(ValueError, match="n_decoder_bins"):
+        Atacformer(AtacformerConfig.from_preset("tiny", toy_vocab, decoder_bins="observed"))
+    with pytest.raises(ValueError, match="decoder_bins"):
+        AtacformerConfig.from_preset("tiny", toy_vocab, decoder_bins="some")

@@ -51,8 +51,10 @@ class AtacformerConfig:
     eos_dim: int = 64
     decoder_hidden: int = 256
     decoder_chunk_size: int = 4096  # bins per activation-checkpointed chunk
-    state_class_weights: tuple[float, float, float] = (1.0, 10.0, 10.0)
+    state_class_weights: tuple[float, float, float] = (1.0, 10.0, 10.0)  # pretrain's default: balanced from data
     state0_sample_rate: float | None = None  # None = all bins; else importance-sample closed bins (training only)
+    decoder_bins: str = "all"  # "all" bins of the genome, or the "observed" ones (open in >= 1 training cell)
+    n_decoder_bins: int = 0  # how many observed bins (set by pretrain from the data; the ids are saved weights)
     # <cls> heads (0 = no head)
     n_cell_types: int = 0
     n_organs: int = 0
@@ -70,6 +72,9 @@ class AtacformerConfig:
     contrastive_drop: float = 0.5  # fraction of a cell's open bins dropped in its second view
     contrastive_neighbor_add: float = 0.0  # fraction of a neighbour's extra bins added (cells with neighbours)
     contrastive_dim: int = 64  # projection output width
+    contrastive_neighbors: str = "tfidf"  # neighbour graph of the views: "tfidf" | "lsi" | "spectral" (cosine kNN)
+    contrastive_n_neighbors: int = 10  # neighbours per cell (one is drawn per view)
+    e1_init: str = "random"  # bin-ID table init by pretrain: "random" | "svd" (TF-IDF SVD bin loadings)
 
     def __post_init__(self):
         self.state_class_weights = tuple(float(w) for w in self.state_class_weights)
@@ -80,12 +85,20 @@ class AtacformerConfig:
             raise ValueError(f"state_class_weights needs 3 values, got {self.state_class_weights}")
         if self.state0_sample_rate is not None and not 0 < self.state0_sample_rate <= 1:
             raise ValueError(f"state0_sample_rate must be in (0, 1] or None, got {self.state0_sample_rate}")
+        if self.decoder_bins not in ("all", "observed") or self.n_decoder_bins < 0:
+            raise ValueError(f"decoder_bins must be 'all' or 'observed' (n_decoder_bins >= 0), got "
+                             f"{self.decoder_bins!r} ({self.n_decoder_bins})")
         if not 0 <= self.mask_fraction < 1:
             raise ValueError(f"mask_fraction must be in [0, 1), got {self.mask_fraction}")
         if self.contrastive_weight < 0 or self.contrastive_temperature <= 0:
             raise ValueError("contrastive_weight must be >= 0 and contrastive_temperature > 0")
         if not 0 <= self.contrastive_drop < 1 or not 0 <= self.contrastive_neighbor_add <= 1:
             raise ValueError("contrastive_drop must be in [0, 1) and contrastive_neighbor_add in [0, 1]")
+        if self.contrastive_neighbors not in ("tfidf", "lsi", "spectral") or self.contrastive_n_neighbors < 1:
+            raise ValueError(f"contrastive_neighbors must be 'tfidf', 'lsi' or 'spectral' and contrastive_n_neighbors "
+                             f">= 1, got {self.contrastive_neighbors!r}, {self.contrastive_n_neighbors}")
+        if self.e1_init not in ("random", "svd"):
+            raise ValueError(f"e1_init must be 'random' or 'svd', got {self.e1_init!r}")
         if self.n_cell_types and self.cell_type_names and len(self.cell_type_names) != self.n_cell_types:
             raise ValueError("cell_type_names must have n_cell_types entries")
         if self.n_organs and self.organ_names and len(self.organ_names) != self.n_organs:

@@ -11,6 +11,12 @@ Loss: class-weighted cross-entropy over *all* (cell, bin) pairs with a fixed den
 ``state0_sample_rate = p`` (training only), every bin that is open in some cell of the batch is
 evaluated exactly and each other bin (closed in every cell) is kept with probability p and weighted
 1/p, so the numerator — hence the loss and its gradient — is an unbiased estimate of the full one.
+
+Decoder bins (``config.decoder_bins``): ``"all"`` predicts every bin of the genome; ``"observed"``
+predicts only the ``config.n_decoder_bins`` bins in the persistent buffer ``bins`` (the bins open in at
+least one training cell, set by ``pretrain``): a bin never open in the corpus carries no information
+about cells. Targets on other bins are ignored, and "all (cell, bin) pairs" above means all pairs over
+the decoder's bins.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class DecoderOutput:
 
 class StateDecoder(nn.Module):
     def __init__(self, config: AtacformerConfig, bin_chrom: torch.Tensor):
+        """``bin_chrom`` (n_genome_bins,): chromosome of every bin of the genome."""
         super().__init__()
         self.compress = nn.Linear(config.d_model, config.eos_dim)
         self.fc_eos = nn.Linear(config.eos_dim, config.decoder_hidden)  # eos part of the first FFN layer
@@ -45,19 +52,48 @@ class StateDecoder(nn.Module):
         self.out = nn.Linear(config.decoder_hidden, 3)
         self.chunk_size = config.decoder_chunk_size
         self.sample_rate = config.state0_sample_rate
-        self.register_buffer("bin_chrom", bin_chrom.long(), persistent=False)  # (n_bins,) chromosome of each bin
+        self.register_buffer("bin_chrom", bin_chrom.long(), persistent=False)  # (n_genome_bins,) chromosome of each bin
+        self.all_bins = config.decoder_bins == "all"
+        n = len(bin_chrom) if self.all_bins else config.n_decoder_bins
+        # (n_bins,) sorted global ids of the decoder's bins; saved with the model when they are a subset
+        self.register_buffer("bins", torch.arange(n), persistent=not self.all_bins)
         self.register_buffer("class_weights", torch.tensor(config.state_class_weights), persistent=False)
 
     @property
     def n_bins(self) -> int:
-        return int(self.bin_chrom.shape[0])
+        """Bins the decoder predicts (the genome's, or the observed subset)."""
+        return int(self.bins.shape[0])
+
+    @torch.no_grad()
+    def set_bins(self, bins: torch.Tensor) -> None:
+        """Set the observed bins (sorted, unique global ids; as many as ``config.n_decoder_bins``)."""
+        bins = torch.as_tensor(bins, dtype=torch.long)
+        if self.all_bins or bins.shape != self.bins.shape:
+            raise ValueError(f"set_bins needs decoder_bins='observed' and {self.n_bins} bins, got {tuple(bins.shape)}")
+        if len(bins) and (bool((bins[1:] <= bins[:-1]).any()) or int(bins[0]) < 0 or int(bins[-1]) >= len(self.bin_chrom)):
+            raise ValueError("decoder bins must be sorted, unique global bin ids")
+        self.bins.copy_(bins)
+
+    def bin_embeddings(self, e1_bins: torch.Tensor) -> torch.Tensor:
+        """The decoder's rows (n_bins, k) of the bins' E1 table (n_genome_bins, k)."""
+        return e1_bins if self.all_bins else e1_bins[self.bins]
+
+    def _local(self, target_cell, target_bin, target_state):
+        """Targets on the decoder's bins, with ``target_bin`` as column in ``bins`` (others dropped)."""
+        if self.all_bins:
+            return target_cell, target_bin, target_state
+        col = torch.searchsorted(self.bins, target_bin).clamp_(max=max(self.n_bins - 1, 0))  # (N,)
+        hit = self.bins[col] == target_bin
+        return target_cell[hit], col[hit], target_state[hit]
 
     def forward(self, eos_h: torch.Tensor, bin_e1: torch.Tensor, target_cell: torch.Tensor,
                 target_bin: torch.Tensor, target_state: torch.Tensor, *,
                 sample_rate: float | None = None) -> DecoderOutput:
-        """eos_h (B, C, d) encoder outputs at <eos_c>; bin_e1 (n_bins, k) = E1 rows of the bins;
-        sparse targets (N,). ``sample_rate`` overrides the config's (training) state-0 sampling."""
+        """eos_h (B, C, d) encoder outputs at <eos_c>; bin_e1 (n_bins, k) = E1 rows of the decoder's bins
+        (:meth:`bin_embeddings`); sparse targets (N,) with global bin ids. ``sample_rate`` overrides the
+        config's (training) state-0 sampling."""
         n_cells, dev = eos_h.shape[0], eos_h.device
+        target_cell, target_bin, target_state = self._local(target_cell, target_bin, target_state)
         u = self.fc_eos(self.compress(eos_h))  # (B, C, H)
         rate = self.sample_rate if sample_rate is None and self.training else sample_rate
         bins, weight = self._eval_bins(target_bin, rate, dev)  # (n_eval,), (n_eval,) or None
@@ -77,7 +113,7 @@ class StateDecoder(nn.Module):
             a, b = cuts[i], cuts[i + 1]
             y[t_cell[a:b], pos[a:b] - s] = t_state[a:b]
             col = torch.arange(s, s + n, device=dev)
-            chrom = self.bin_chrom[col if bins is None else bins[s : s + n]]  # (n,)
+            chrom = self.bin_chrom[self.bins[col if bins is None else bins[s : s + n]]]  # (n,)
             w = None if weight is None else weight[s : s + n]
             if torch.is_grad_enabled() and (u.requires_grad or e1_chunk.requires_grad):
                 part, h = checkpoint(self._chunk, u, e1_chunk, chrom, y, w, use_reentrant=False)

@@ -54,6 +54,9 @@ class Atacformer(nn.Module):
         )
         if len(bin_chrom) != config.n_bins:
             raise ValueError(f"config has {config.n_bins} bins but its chrom_sizes give {len(bin_chrom)}")
+        if config.decoder_bins == "observed" and not 0 < config.n_decoder_bins <= config.n_bins:
+            raise ValueError(f"decoder_bins='observed' needs 1 <= n_decoder_bins <= {config.n_bins}, "
+                             f"got {config.n_decoder_bins} (pretrain sets it from the data)")
         self.decoder = StateDecoder(config, bin_chrom)
         self.cell_type_head = self._head(config.n_cell_types)
         self.organ_head = self._head(config.n_organs)
@@ -100,7 +103,7 @@ class Atacformer(nn.Module):
         h = self.encode(batch)  # (T, d)
         cls = h[batch.cls_index.to(h.device)]  # (B, d)
         eos = h[batch.eos_index.to(h.device)]  # (B, C, d)
-        bin_e1 = self.encoder.embed.e1.weight[self.bin_offset:]  # (n_bins, k)
+        bin_e1 = self.decoder.bin_embeddings(self.encoder.embed.e1.weight[self.bin_offset:])  # (n_dec_bins, k)
         dec = self.decoder(eos, bin_e1, batch.target_cell.to(h.device), batch.target_bin.to(h.device),
                            batch.target_state.to(h.device), sample_rate=state0_sample_rate)
         out = AtacformerOutput(loss=None, losses={"state": dec.loss}, state_ce_sum=dec.state_ce_sum,

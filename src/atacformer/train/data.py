@@ -20,12 +20,12 @@ import anndata as ad
 import lightning as L
 import numpy as np
 import scipy.sparse as sp
-from sklearn.neighbors import NearestNeighbors
 from torch.utils.data import DataLoader, get_worker_info
 
 from ..models import collate_cells
 from ..tokenize import AnnDataCellDataset, BinVocab, Corpus, CorpusDataset
 from ..tokenize.sentences import DEFAULT_MAX_LENGTH
+from .priors import bin_open_counts, cell_neighbors
 from .stream import PackedBatchStream, ResumingLoader
 
 log = logging.getLogger(__name__)
@@ -42,19 +42,6 @@ def _collate(cells: list[dict], rng: np.random.Generator, *, vocab: BinVocab, ma
 def _worker() -> tuple[int, int]:
     info = get_worker_info()
     return (info.id, info.num_workers) if info is not None else (0, 1)
-
-
-def cell_neighbors(X: sp.csr_matrix, k: int) -> np.ndarray:
-    """(n_cells, k) nearest neighbours of each cell (itself excluded) by cosine similarity of TF-IDF
-    profiles of a cells × bins matrix (for the contrastive views' neighbour augmentation)."""
-    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
-    X.data[:] = 1.0
-    idf = np.log1p(X.shape[0] / (1.0 + np.asarray(X.sum(axis=0)).ravel())).astype(np.float32)
-    tf = sp.diags(1.0 / np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1.0)) @ X
-    k = min(k, X.shape[0] - 1)
-    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(tf @ sp.diags(idf))
-    idx = nn.kneighbors(return_distance=False)  # (n, k) without the query point itself
-    return idx[:, :k]
 
 
 class _AnnDataSource:
@@ -141,6 +128,8 @@ class AtacformerDataModule(L.LightningDataModule):
         self.contrastive_drop: float | None = None  # set (with the next) from the model config by pretrain
         self.contrastive_neighbor_add = 0.0
         self.n_neighbors = 10  # neighbours per cell for that augmentation (in-memory AnnData only)
+        self.neighbor_method = "tfidf"  # their graph (see priors.cell_neighbors)
+        self._bin_counts: tuple[np.ndarray, int] | None = None
         self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
         self.val_fraction = val_fraction
         self.adata: ad.AnnData | None = None
@@ -188,14 +177,26 @@ class AtacformerDataModule(L.LightningDataModule):
 
     @functools.cached_property
     def _neighbor_table(self) -> np.ndarray:
-        log.info("contrastive views: %d nearest neighbours of %d cells", self.n_neighbors, len(self._cells))
-        return cell_neighbors(self._cells.X, self.n_neighbors)
+        log.info("contrastive views: %d nearest neighbours (%s) of %d cells", self.n_neighbors, self.neighbor_method,
+                 len(self._cells))
+        return cell_neighbors(self._cells.X, self.n_neighbors, method=self.neighbor_method, seed=self.seed)
 
     def _neighbors(self) -> np.ndarray | None:
         """Neighbour table (computed once) when the contrastive views add neighbour bins, else None."""
         if self.contrastive_drop is None or self.contrastive_neighbor_add <= 0 or len(self._cells) < 2:
             return None
         return self._neighbor_table
+
+    def train_matrix(self) -> sp.csr_matrix | None:
+        """Training cells × global bins (in-memory AnnData input), else None."""
+        return None if self.adata is None else self._cells.X[self.train_idx]
+
+    def bin_open_counts(self) -> tuple[np.ndarray, int]:
+        """(n_bins,) training cells each bin is open in, and the number of training cells (for corpus
+        inputs: all cells of the training corpora); computed once."""
+        if self._bin_counts is None:
+            self._bin_counts = bin_open_counts(self.train_matrix(), self.corpora, n_bins=self.vocab.n_bins)
+        return self._bin_counts
 
     def _loader(self, train: bool) -> DataLoader:
         collate = functools.partial(_collate, vocab=self.vocab, mask_fraction=self.mask_fraction,

@@ -12,6 +12,7 @@ Output folder::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import anndata as ad
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -28,6 +30,7 @@ from ..models import Atacformer, AtacformerConfig
 from .data import AtacformerDataModule
 from .module import AtacformerModule
 from .plot import plot_training_curve
+from .priors import balanced_state_weights, svd_bin_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +85,44 @@ def _resume_path(resume: str | Path | None, out_dir: Path) -> Path | None:
 
 
 def build_config(data: AtacformerDataModule, preset: str, overrides: dict | None) -> AtacformerConfig:
-    """The model config for this data: preset sizes, the data's vocabulary and label heads, overrides."""
+    """The model config for this data: preset sizes, the data's vocabulary and label heads, overrides.
+
+    Data-derived fields: ``n_decoder_bins`` (``decoder_bins="observed"``: bins open in ≥ 1 training cell)
+    and ``state_class_weights="auto"`` (the default here) → :func:`balanced_state_weights` of the
+    training cells over the decoder's bins."""
+    overrides = dict(overrides or {})
+    weights = overrides.pop("state_class_weights", "auto")
     labels = {}
     if "cell_type" in data.label_names:
         labels.update(n_cell_types=len(data.label_names["cell_type"]), cell_type_names=data.label_names["cell_type"])
     if "organ" in data.label_names:
         labels.update(n_organs=len(data.label_names["organ"]), organ_names=data.label_names["organ"])
-    return AtacformerConfig.from_preset(preset, data.vocab, **{**labels, **(overrides or {})})
+    config = AtacformerConfig.from_preset(preset, data.vocab, **{**labels, **overrides})
+    if config.decoder_bins == "observed" or weights == "auto":
+        counts, n_cells = data.bin_open_counts()
+        n_dec = int((counts > 0).sum()) if config.decoder_bins == "observed" else config.n_bins
+        if weights == "auto":
+            weights = balanced_state_weights(counts, n_cells, n_dec)
+            log.info("state weights (balanced over %d cells × %d bins): %s", n_cells, n_dec, weights)
+        config = dataclasses.replace(config, state_class_weights=weights,
+                                     n_decoder_bins=n_dec if config.decoder_bins == "observed" else 0)
+    return dataclasses.replace(config, state_class_weights=weights)
+
+
+def init_from_data(model: Atacformer, data: AtacformerDataModule) -> None:
+    """Set the data-derived parts of a new model: the decoder's observed bins and (``e1_init="svd"``) the
+    E1 rows of the observed bins from :func:`svd_bin_embeddings` of the training cells."""
+    c = model.config
+    if c.decoder_bins == "observed":
+        counts, _ = data.bin_open_counts()
+        model.decoder.set_bins(torch.from_numpy(np.flatnonzero(counts > 0)))
+    if c.e1_init == "svd":
+        X = data.train_matrix()
+        if X is None:
+            raise ValueError("e1_init='svd' needs in-memory cells (an AnnData or one .h5ad), not corpus folders")
+        bins, vectors = svd_bin_embeddings(X, c.k, seed=data.seed)
+        with torch.no_grad():
+            model.encoder.embed.e1.weight[model.bin_offset + torch.from_numpy(bins)] = torch.from_numpy(vectors)
 
 
 def pretrain(
@@ -145,9 +179,12 @@ def pretrain(
     data.mask_fraction, data.max_length = config.mask_fraction, config.max_length
     if config.contrastive_weight > 0:  # batches also carry a second view of every cell
         data.contrastive_drop, data.contrastive_neighbor_add = config.contrastive_drop, config.contrastive_neighbor_add
+        data.neighbor_method, data.n_neighbors = config.contrastive_neighbors, config.contrastive_n_neighbors
     module = AtacformerModule(
         config, dna_embeddings=dna_embeddings, lr=lr, weight_decay=weight_decay, max_steps=max_steps, seed=seed,
         warmup_steps=warmup_steps if warmup_steps is not None else min(1000, max(1, max_steps // 20)))
+    if ckpt_path is None:  # a resumed run gets these from its checkpoint
+        init_from_data(module.model, data)
 
     loggers = [CSVLogger(out_dir, name=LOG_DIR)]
     try:

@@ -1,0 +1,104 @@
+"""Unsupervised priors that :func:`~atacformer.train.pretrain` computes from the training cells (no labels):
+
+* :func:`bin_open_counts` — in how many training cells each bin is open: the decoder's ``observed``
+  bins and the closed:open ratio behind :func:`balanced_state_weights`;
+* :func:`cell_neighbors` — each cell's nearest neighbours, for the contrastive views' augmentation;
+* :func:`svd_bin_embeddings` — bin loadings of a truncated SVD of the TF-IDF matrix, to initialise the
+  bin-ID table E1 from co-accessibility (a low-rank factorisation of the cells × bins matrix, as
+  word2vec factorises a PMI matrix).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+from anndata import AnnData
+from sklearn.decomposition import TruncatedSVD
+from sklearn.neighbors import NearestNeighbors
+
+from ..metrics.baselines import lsi, spectral, tfidf
+from ..tokenize import Corpus
+
+log = logging.getLogger(__name__)
+
+NEIGHBOR_METHODS = ("tfidf", "lsi", "spectral")
+
+
+def bin_open_counts(X: sp.spmatrix | None = None, corpora: Sequence[Corpus] = (), *, n_bins: int) -> tuple[np.ndarray, int]:
+    """(n_bins,) number of cells each bin is open in, and the number of cells: from a cells × global
+    bins matrix ``X``, or by reading the ``bin_ids`` column of every shard of ``corpora``."""
+    counts, n_cells = np.zeros(n_bins, dtype=np.int64), 0
+    if X is not None:
+        X = sp.csr_matrix(X)
+        counts += np.bincount(X.indices[X.data > 0], minlength=n_bins)[:n_bins]
+        n_cells += X.shape[0]
+    for corpus in corpora:
+        for shard in corpus.shards:
+            col = pq.read_table(shard, columns=["bin_ids"]).column("bin_ids")
+            ids = np.asarray(pc.list_flatten(col).to_numpy(zero_copy_only=False), dtype=np.int64)
+            if len(ids) and (ids.min() < 0 or ids.max() >= n_bins):
+                raise ValueError(f"{shard}: bin ids outside the vocabulary's {n_bins} bins")
+            counts += np.bincount(ids, minlength=n_bins)
+            n_cells += len(col)
+    return counts, n_cells
+
+
+def balanced_state_weights(counts: np.ndarray, n_cells: int, n_decoder_bins: int) -> tuple[float, float, float]:
+    """State weights (1, w, w) with w = closed pairs / open pairs over the decoder's bins, so closed and
+    open (cell, bin) pairs weigh the same in the loss (sklearn's ``class_weight="balanced"`` for two
+    classes). With ~100 open of 607k bins per cell, fixed small weights make "closed everywhere" optimal."""
+    n_open = float(counts.sum())
+    if n_open <= 0 or n_cells <= 0:
+        raise ValueError("balanced state weights need at least one open (cell, bin) pair in the training cells")
+    w = max(1.0, (n_cells * n_decoder_bins - n_open) / n_open)
+    return (1.0, w, w)
+
+
+def cell_neighbors(X: sp.spmatrix, k: int, *, method: str = "tfidf", n_comps: int = 30, seed: int = 0) -> np.ndarray:
+    """(n_cells, k) nearest neighbours of each cell (itself excluded) of a cells × bins matrix.
+
+    ``method``: ``"tfidf"`` = cosine on TF-IDF profiles; ``"lsi"`` = cosine on the LSI embedding
+    (:func:`~atacformer.metrics.lsi`, ``n_comps``); ``"spectral"`` = cosine on the SnapATAC2-style
+    spectral embedding (:func:`~atacformer.metrics.spectral`)."""
+    if method not in NEIGHBOR_METHODS:
+        raise ValueError(f"neighbour method must be one of {NEIGHBOR_METHODS}, got {method!r}")
+    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    X.data[:] = 1.0
+    X = X[:, np.flatnonzero(np.asarray(X.sum(axis=0)).ravel() > 0)]
+    k = min(k, X.shape[0] - 1)
+    if method == "tfidf":
+        idf = np.log1p(X.shape[0] / (1.0 + np.asarray(X.sum(axis=0)).ravel())).astype(np.float32)
+        tf = sp.diags(1.0 / np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1.0)) @ X
+        rep = tf @ sp.diags(idf)
+    else:
+        tmp = AnnData(X)
+        n_comps = min(n_comps, X.shape[0] - 3, X.shape[1] - 2)
+        (lsi if method == "lsi" else spectral)(tmp, n_comps=n_comps, seed=seed, key_added="rep")
+        rep = tmp.obsm["rep"]
+    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(rep)
+    idx = nn.kneighbors(return_distance=False)  # (n, k) without the query point itself
+    return idx[:, :k]
+
+
+def svd_bin_embeddings(X: sp.spmatrix, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(bins, vectors): the bins open in some cell of ``X`` (cells × global bins) and their (n, k)
+    loadings ``V·sqrt(S)`` of a rank-``k`` truncated SVD of the Signac TF-IDF matrix, each dimension
+    scaled to unit standard deviation (the scale of a default ``nn.Embedding`` row). Deterministic for
+    a given ``seed``."""
+    X = sp.csr_matrix(X)
+    bins = np.flatnonzero(np.bincount(X.indices[X.data > 0], minlength=X.shape[1]) > 0)
+    T = tfidf((X[:, bins] > 0).astype(np.float64))
+    rank = min(k, min(T.shape) - 1)
+    if rank < 1:
+        raise ValueError(f"SVD initialisation needs at least 2 cells and 2 open bins, got {T.shape}")
+    svd = TruncatedSVD(n_components=rank, algorithm="randomized", n_iter=7, random_state=seed).fit(T)
+    vectors = np.zeros((len(bins), k), dtype=np.float32)
+    vectors[:, :rank] = svd.components_.T * np.sqrt(svd.singular_values_)  # (n, rank)
+    vectors[:, :rank] /= np.maximum(vectors[:, :rank].std(axis=0), 1e-12)
+    log.info("E1 initialised from a rank-%d SVD of %d cells × %d bins", rank, *T.shape)
+    return bins, vectors
