@@ -7,13 +7,19 @@ packed (flat stream, per-cell attention) and padded (B × L_max with a key-paddi
 CPU attention backends on one packed batch, a full pretraining step (encoder + decoder with closed-bin
 sampling + heads), and the parameter count of the ``base`` preset on hg38.
 
-    python benchmarks/throughput.py            # ~10 min on a shared 2-core VM
-    python benchmarks/throughput.py --quick    # fewer rounds
+    python benchmarks/throughput.py            # ~15 min on a shared 2-core VM
+    python benchmarks/throughput.py --quick    # fewer rounds (~10 min)
+    THP_MEM_ALLOC_ENABLE=1 python benchmarks/throughput.py --quick   # PyTorch's huge-page CPU allocations
+
+The tiny preset also reports its step time with E1 frozen: E1's dense (V x k) gradient is allocated
+and written by every backward whatever the layout, a fixed cost per batch (mostly page faults on the
+fresh allocation; huge pages cut it) that bounds what packing can gain on short sentences.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -120,6 +126,24 @@ def compare_layouts(name, cells, vocab, presets, batch_size, n_batches, rounds):
         r = interleaved(model, {"packed": (batches, encoder_step), "padded": (padded, encoder_step)}, rounds)
         print(f"  {preset:5s} encoder fwd+bwd: packed {r['packed']:9.0f} tok/s | padded {r['padded']:9.0f} tok/s | "
               f"packed/padded {r['packed'] / r['padded']:.2f}x")
+        if preset == "tiny":
+            e1_gradient_share(model, batches, padded, rounds)
+
+
+def e1_gradient_share(model: Atacformer, batches, padded, rounds: int) -> None:
+    """Diagnostic, not a target: the same steps with E1 frozen. Its dense (V x k) gradient is written in
+    full by every backward whatever the batch layout, a fixed cost per batch that bounds the ratio."""
+    tokens = float(np.mean([b.num_tokens for b in batches]))
+    e1 = model.encoder.embed.e1.weight
+    r = interleaved(model, {"packed": (batches, encoder_step), "padded": (padded, encoder_step)}, rounds)
+    e1.requires_grad_(False)
+    f = interleaved(model, {"packed": (batches, encoder_step), "padded": (padded, encoder_step)}, rounds)
+    e1.requires_grad_(True)
+    ms = {k: (tokens / r[k] * 1e3, tokens / f[k] * 1e3) for k in r}  # (with, without) ms per batch
+    print(f"        ms/batch (E1 {tuple(e1.shape)} gradient on | frozen): packed {ms['packed'][0]:.1f} | "
+          f"{ms['packed'][1]:.1f}, padded {ms['padded'][0]:.1f} | {ms['padded'][1]:.1f}; the E1 gradient costs "
+          f"{ms['packed'][0] - ms['packed'][1]:.1f} / {ms['padded'][0] - ms['padded'][1]:.1f} ms per batch; "
+          f"without it packed/padded {f['packed'] / f['padded']:.2f}x")
 
 
 def forward_step(model: Atacformer, batch) -> None:
@@ -176,7 +200,8 @@ def main() -> None:
     ap.add_argument("--fragments", type=Path, default=Path("/tmp/atacformer_bench_sim_2000.tsv.gz"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device cpu; tok/s = tokens per CPU-second")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device cpu; tok/s = tokens per CPU-second; "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')} (1: huge pages for large CPU tensors)")
     base_parameters()
     cells, vocab = hemato_cells()
     rounds = 3 if a.quick else 5

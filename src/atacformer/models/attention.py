@@ -21,6 +21,7 @@ Padded batches use one SDPA call with a key-padding mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,7 @@ def packed_context(cu_seqlens: torch.Tensor, max_seqlen: int, *, device: torch.d
                            backend=backend)
     if backend == "segments":
         b = cu_seqlens.tolist()
-        ctx.bounds = list(zip(b[:-1], b[1:]))
+        ctx.bounds = list(pairwise(b))
     elif backend == "buckets":
         ctx.buckets, ctx.slots, ctx.inverse = _length_buckets(cu_seqlens.long().cpu(), device)
     elif backend == "flex":

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import AttentionContext, attend, from_slots, to_slots
 from ..tokenize.vocab import PAD_ID
+from .attention import AttentionContext, attend, from_slots, to_slots
 from .config import AtacformerConfig
 
 
