@@ -42,13 +42,19 @@ class DemoSettings:
     pretrain_steps: int = 400
     batch_size: int = 32
     lr: float = 1e-2
-    state0_sample_rate: float = 0.02
-    open_state_weight: float = 1000.0  # weight of states 1/2 vs closed bins (~100 open of 607k bins per cell)
+    # the decoder predicts the bins open in >= 1 training cell ("observed"; "all" = the 607k genome bins),
+    # every closed one exactly (state0_sample_rate None) or importance-sampled at this rate
+    decoder_bins: str = "observed"
+    state0_sample_rate: float | None = None
+    open_state_weight: float | None = None  # weight of states 1/2 vs closed; None = balanced from the data
     # contrastive <cls> objective (see AtacformerConfig): second view = 80 % of the cell's bins dropped plus
-    # the bins of a random one of its 10 TF-IDF nearest neighbours; InfoNCE weighted against the state loss
+    # the bins of a random one of its 10 nearest neighbours (cosine kNN on `contrastive_neighbors`:
+    # "spectral", "lsi" or "tfidf"); InfoNCE weighted against the state loss
     contrastive_weight: float = 5.0
     contrastive_drop: float = 0.8
     contrastive_neighbor_add: float = 1.0
+    contrastive_neighbors: str = "spectral"
+    e1_init: str = "svd"  # bin-ID table initialised from a TF-IDF SVD of the training cells ("random" = off)
     finetune_epochs: int = 40
     integrate_epochs: int = 6
     umap_epochs: int | None = None
@@ -56,8 +62,7 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoSettings:
-        return cls(pretrain_steps=3, finetune_epochs=1, integrate_epochs=1, state0_sample_rate=0.005, umap_epochs=50,
-                   seed=seed)
+        return cls(pretrain_steps=3, finetune_epochs=1, integrate_epochs=1, umap_epochs=50, seed=seed)
 
 
 class _Timer(dict):
@@ -87,15 +92,17 @@ def _embed(adata: ad.AnnData, model: Atacformer, key: str) -> None:
 
 def pretrain_model(pbs: ad.AnnData, hem: ad.AnnData, out: Path, s: DemoSettings) -> tuple[Atacformer, Path | None]:
     """Pretrain the tiny preset on both datasets with their labels removed (self-supervised only):
-    masked-bin 3-state loss plus the contrastive loss on ``<cls>`` (``s.contrastive_weight``, 0 = off)."""
+    masked-bin 3-state loss over the observed bins plus the contrastive loss on ``<cls>``
+    (``s.contrastive_weight``, 0 = off); E1 starts from the TF-IDF SVD bin loadings (``s.e1_init``)."""
     from ..train import pretrain
 
     cells = ad.concat({"pbsmall": _unlabelled(pbs), "hemato": _unlabelled(hem)}, label="dataset", merge="same",
                       uns_merge="first", index_unique="-")
-    overrides = {"state0_sample_rate": s.state0_sample_rate,
-                 "state_class_weights": (1.0, s.open_state_weight, s.open_state_weight),
+    w = s.open_state_weight
+    overrides = {"decoder_bins": s.decoder_bins, "state0_sample_rate": s.state0_sample_rate,
+                 "state_class_weights": "auto" if w is None else (1.0, w, w), "e1_init": s.e1_init,
                  "contrastive_weight": s.contrastive_weight, "contrastive_drop": s.contrastive_drop,
-                 "contrastive_neighbor_add": s.contrastive_neighbor_add,
+                 "contrastive_neighbor_add": s.contrastive_neighbor_add, "contrastive_neighbors": s.contrastive_neighbors,
                  "dropout": 0.0 if s.contrastive_weight > 0 else 0.1}  # the views are the augmentation
     model = pretrain(cells, out_dir=out / "model", preset="tiny", max_steps=s.pretrain_steps, lr=s.lr,
                      batch_size=s.batch_size, overrides=overrides,

@@ -46,9 +46,12 @@ def build_report(out: Path, *, t_hem, t_pbs, facts: dict, u_hem: dict, u_pbs: di
         r.image(body, p, root=out, alt=p.stem)
     body = r.section("Pretraining")
     s = facts["settings"]
-    r.text(body, f"tiny preset, {s['pretrain_steps']} steps of {s['batch_size']} cells, lr {s['lr']}, open-state weight "
-                 f"{s['open_state_weight']}, closed bins "
-                 f"sampled at {s['state0_sample_rate']}; labels withheld (masked-bin objective only).")
+    weight = "balanced from the data" if s.get("open_state_weight") is None else s["open_state_weight"]
+    closed = "all" if s.get("state0_sample_rate") is None else f"sampled at {s['state0_sample_rate']}"
+    r.text(body, f"tiny preset, {s['pretrain_steps']} steps of {s['batch_size']} cells, lr {s['lr']}; decoder over "
+                 f"{s.get('decoder_bins', 'all')} bins (closed bins: {closed}), open-state weight {weight}; "
+                 f"contrastive weight {s['contrastive_weight']} ({s.get('contrastive_neighbors', 'tfidf')} neighbours), "
+                 f"E1 init {s.get('e1_init', 'random')}; labels withheld (self-supervised only).")
     if curves.get("pretraining"):
         r.image(body, curves["pretraining"], root=out, alt="pretraining curve")
     body = r.section("Clustering")
