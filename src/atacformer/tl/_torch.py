@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ from anndata import AnnData
 from torch import nn
 
 from ..models import Atacformer, PackedBatch, collate_cells
+from ..models.batch import mask_bins
 from ..tokenize.dataset import AnnDataCellDataset
 
 
@@ -26,11 +28,24 @@ def label_codes(values, classes: Sequence[str]) -> np.ndarray:
     return np.array([lookup.get(str(v), -1) for v in np.asarray(values, dtype=object)], dtype=np.int64)
 
 
+def subsample(cell: dict, keep: tuple[float, float], rng: np.random.Generator) -> dict:
+    """``cell`` with a uniform-random share in ``keep`` = (lo, hi) of its open bins (depth augmentation:
+    the dropped bins look closed, as in a shallower cell; at least one bin is kept)."""
+    bins = np.asarray(cell["bin_ids"], dtype=np.int64)
+    fraction = float(rng.uniform(*keep))
+    kept = mask_bins(bins, min(1.0 - fraction, 1.0 - 1.0 / max(len(bins), 1)), rng)
+    return {**cell, "bin_ids": kept}
+
+
 def batches(
     cells: list[dict], model: Atacformer, *, batch_size: int, mask_fraction: float = 0.0,
     rng: np.random.Generator | None = None, shuffle: bool = False, indices: np.ndarray | None = None,
+    keep: tuple[float, float] | None = None,
 ) -> Iterator[tuple[np.ndarray, PackedBatch]]:
-    """(cell indices, packed batch) over ``indices`` (default all cells), shuffled with ``rng`` if asked."""
+    """(cell indices, packed batch) over ``indices`` (default all cells), shuffled with ``rng`` if asked.
+
+    ``keep`` = (lo, hi): each cell is first subsampled (:func:`subsample`) to that share of its open bins;
+    ``mask_fraction`` then removes bins as in pretraining (they stay targets of the state loss)."""
     rng = rng if rng is not None else np.random.default_rng(0)
     idx = np.arange(len(cells)) if indices is None else np.asarray(indices)
     packed = model.device.type == "cuda"  # packed + flash on GPU; one padded SDPA call is faster on CPU
@@ -38,7 +53,8 @@ def batches(
         idx = rng.permutation(idx)
     for s in range(0, len(idx), batch_size):
         chunk = idx[s : s + batch_size]
-        batch = collate_cells([cells[i] for i in chunk], model.vocab, mask_fraction=mask_fraction,
+        group = [cells[i] if keep is None else subsample(cells[i], keep, rng) for i in chunk]
+        batch = collate_cells(group, model.vocab, mask_fraction=mask_fraction,
                               max_length=model.config.max_length, rng=rng, packed=packed)
         yield chunk, batch
 
@@ -52,13 +68,24 @@ def cls_states(model: Atacformer, batch: PackedBatch) -> torch.Tensor:
 @torch.no_grad()
 def embed_cells(model: Atacformer, cells: list[dict], *, batch_size: int = 64) -> np.ndarray:
     """<cls> embeddings (n_cells, d) in eval mode, no masking."""
+    return cls_outputs(model, cells, batch_size=batch_size)[0]
+
+
+@torch.no_grad()
+def cls_outputs(model: Atacformer, cells: list[dict], *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+    """(<cls> embeddings (n_cells, d), cell-type head softmax (n_cells, n_types) or None) in eval mode."""
     was_training = model.training
     model.eval()
-    out = np.zeros((len(cells), model.config.d_model), dtype=np.float32)
+    head = model.cell_type_head
+    emb = np.zeros((len(cells), model.config.d_model), dtype=np.float32)
+    probs = None if head is None else np.zeros((len(cells), model.config.n_cell_types), dtype=np.float32)
     for idx, batch in batches(cells, model, batch_size=batch_size):
-        out[idx] = cls_states(model, batch).float().cpu().numpy()
+        cls = cls_states(model, batch)  # (B, d)
+        emb[idx] = cls.float().cpu().numpy()
+        if head is not None:
+            probs[idx] = torch.softmax(head(cls).float(), 1).cpu().numpy()
     model.train(was_training)
-    return out
+    return emb, probs
 
 
 def freeze(model: nn.Module, *, trainable_last_layers: int | None = None, train_embeddings: bool = False) -> None:
@@ -85,3 +112,25 @@ def freeze(model: nn.Module, *, trainable_last_layers: int | None = None, train_
 
 def state_dict_copy(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@contextmanager
+def dropout_rate(model: nn.Module, p: float | None) -> Iterator[None]:
+    """Temporarily set every dropout probability in ``model`` (``nn.Dropout`` modules and the attention
+    layers' float ``dropout``) to ``p``; None leaves them as configured."""
+    if p is None:
+        yield
+        return
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    saved = []
+    for m in model.modules():
+        attr = "p" if isinstance(m, nn.Dropout) else "dropout"
+        if isinstance(getattr(m, attr, None), float):
+            saved.append((m, attr, getattr(m, attr)))
+            setattr(m, attr, p)
+    try:
+        yield
+    finally:
+        for m, attr, value in saved:
+            setattr(m, attr, value)

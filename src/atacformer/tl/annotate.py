@@ -10,13 +10,16 @@ import torch
 import torch.nn.functional as F
 from anndata import AnnData
 from sklearn.model_selection import train_test_split
+from sklearn.neighbors import NearestNeighbors
 
 from ..models import Atacformer
 from ..models.heads import ClassifierHead
 from ._torch import (
     batches,
     cell_dicts,
+    cls_outputs,
     cls_states,
+    dropout_rate,
     freeze,
     label_codes,
     state_dict_copy,
@@ -44,6 +47,36 @@ def _split(n: int, strata: np.ndarray, val_fraction: float, seed: int) -> tuple[
     return train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=stratify)
 
 
+def _param_groups(model: Atacformer, heads: list[torch.nn.Module], *, lr: float, body_lr: float, layer_decay: float,
+                  embedding_lr: float | None, decoder: bool) -> list[dict]:
+    """AdamW groups: heads at ``lr``; encoder layers at ``body_lr * layer_decay**depth`` (depth 0 = top
+    layer and final norm); the token embeddings at ``embedding_lr`` (None: depth n_layers), without
+    weight decay (most bin rows get no gradient from a given dataset and should not shrink); the state
+    decoder (if trained) at ``body_lr``. Frozen parameters are left out."""
+    enc = model.encoder
+    n = len(enc.layers)
+    modules = [(enc.ln_f, 0), *((layer, n - 1 - i) for i, layer in enumerate(enc.layers))]
+    groups = [{"params": [p for h in heads for p in h.parameters()], "lr": lr}]
+    groups += [{"params": ps, "lr": body_lr * layer_decay**depth} for m, depth in modules
+               if (ps := [p for p in m.parameters() if p.requires_grad])]
+    if ps := [p for p in enc.embed.parameters() if p.requires_grad]:
+        e_lr = body_lr * layer_decay**n if embedding_lr is None else embedding_lr
+        groups.append({"params": ps, "lr": e_lr, "weight_decay": 0.0})
+    if decoder:
+        groups.append({"params": list(model.decoder.parameters()), "lr": body_lr})
+    return groups
+
+
+def _class_weights(codes: np.ndarray, n_classes: int, mode: str | None) -> torch.Tensor | None:
+    """None, or "balanced": n / (n_classes * n_c) per class c over the labelled cells (as scikit-learn)."""
+    if mode is None:
+        return None
+    if mode != "balanced":
+        raise ValueError(f"class_weight must be None or 'balanced', got {mode!r}")
+    counts = np.bincount(codes[codes >= 0], minlength=n_classes).astype(np.float64)
+    return torch.tensor(counts.sum() / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
+
+
 def finetune(
     adata: AnnData,
     model: Atacformer,
@@ -55,57 +88,77 @@ def finetune(
     train_embeddings: bool = False,
     epochs: int = 40,
     lr: float = 1e-3,
+    body_lr: float | None = None,
+    layer_decay: float = 1.0,
+    embedding_lr: float | None = None,
     weight_decay: float = 0.01,
     batch_size: int = 32,
     val_fraction: float = 0.15,
     patience: int = 6,
     mask_fraction: float = 0.1,
+    keep: tuple[float, float] | None = None,
+    class_weight: str | None = None,
+    state_loss_weight: float = 0.0,
+    dropout: float | None = None,
     seed: int = 0,
     key_added: str = "atacformer_finetune",
 ) -> AnnData:
     """Fine-tune ``model`` in place to predict ``obs[labels_key]`` (and ``obs[organ_key]``) from <cls>.
 
     ``trainable_layers``: train only the last n encoder layers plus the heads (None = all layers); the
-    genome-wide bin-ID embedding table is trained only with ``train_embeddings``.
+    genome-wide bin-ID embedding table is trained only with ``train_embeddings``. The heads learn at
+    ``lr``, the encoder at ``body_lr`` (None = ``lr``) times ``layer_decay**depth`` (depth 0 = last layer).
     A stratified validation split (by label, and by ``batch_key`` if given) drives early stopping
     (``patience`` epochs without a lower validation loss); the best weights are restored. Cells with a
-    missing label are ignored. ``mask_fraction`` randomly drops that share of each training cell's open
-    bins as augmentation. The per-epoch history goes to ``uns[key_added]``."""
+    missing label are ignored. Augmentation of training cells: ``keep`` = (lo, hi) subsamples each cell to
+    a random share of its open bins (other depths), then ``mask_fraction`` of the rest is removed.
+    ``class_weight="balanced"`` weights the cross-entropy by inverse class frequency;
+    ``state_loss_weight`` > 0 keeps the masked-bin (3-state) loss as a regulariser.
+    The per-epoch history goes to ``uns[key_added]``."""
     if labels_key not in adata.obs:
         raise ValueError(f"adata.obs has no {labels_key!r} column")
-    keep = adata.obs[labels_key].notna().to_numpy()
+    keep_mask = adata.obs[labels_key].notna().to_numpy()
     labels = adata.obs[labels_key].astype(str).to_numpy()
-    names = sorted(set(labels[keep]))
+    names = sorted(set(labels[keep_mask]))
     if len(names) < 2:
         raise ValueError(f"obs[{labels_key!r}] needs at least two classes to fine-tune, got {names}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     cells = cell_dicts(adata, model)
-    heads = {"cell_type": (_ensure_head(model, "cell_type", names), label_codes(np.where(keep, labels, None), names))}
+    codes = label_codes(np.where(keep_mask, labels, None), names)
+    heads = {"cell_type": (_ensure_head(model, "cell_type", names), codes,
+                           _class_weights(codes, len(names), class_weight))}
     if organ_key is not None:
         organs = adata.obs[organ_key].astype(str).to_numpy()
         onames = sorted(set(organs))
-        heads["organ"] = (_ensure_head(model, "organ", onames), label_codes(organs, onames))
+        heads["organ"] = (_ensure_head(model, "organ", onames), label_codes(organs, onames), None)
     strata = labels if batch_key is None else labels + "|" + adata.obs[batch_key].astype(str).to_numpy()
-    train_idx, val_idx = _split(int(keep.sum()), strata[keep], val_fraction, seed)
-    train_idx, val_idx = np.flatnonzero(keep)[train_idx], np.flatnonzero(keep)[val_idx]
+    train_idx, val_idx = _split(int(keep_mask.sum()), strata[keep_mask], val_fraction, seed)
+    train_idx, val_idx = np.flatnonzero(keep_mask)[train_idx], np.flatnonzero(keep_mask)[val_idx]
 
     freeze(model, trainable_last_layers=trainable_layers, train_embeddings=train_embeddings)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    groups = _param_groups(model, [h for h, _, _ in heads.values()], lr=lr,
+                           body_lr=lr if body_lr is None else body_lr, layer_decay=layer_decay,
+                           embedding_lr=embedding_lr, decoder=state_loss_weight > 0)
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
     def run(indices, train: bool) -> tuple[float, float]:
         model.train(train)
         total, correct, n = 0.0, 0, 0
         for idx, batch in batches(cells, model, batch_size=batch_size, mask_fraction=mask_fraction if train else 0.0,
-                                  rng=rng, shuffle=train, indices=indices):
+                                  rng=rng, shuffle=train, indices=indices, keep=keep if train else None):
             with torch.set_grad_enabled(train):
-                cls = cls_states(model, batch)  # (B, d)
-                loss = 0.0
-                for kind, (head, codes) in heads.items():
-                    y = torch.from_numpy(codes[idx]).to(cls.device)
+                if train and state_loss_weight > 0:
+                    out = model(batch)
+                    cls, loss = out.cell_embedding, state_loss_weight * out.losses["state"]  # (B, d), ()
+                else:
+                    cls, loss = cls_states(model, batch), 0.0  # (B, d)
+                for kind, (head, y_all, weight) in heads.items():
+                    y = torch.from_numpy(y_all[idx]).to(cls.device)
                     logits = head(cls)  # (B, n_classes)
-                    loss = loss + F.cross_entropy(logits, y, ignore_index=-1)
+                    w = None if weight is None else weight.to(cls.device)
+                    loss = loss + F.cross_entropy(logits, y, weight=w, ignore_index=-1)
                     if kind == "cell_type":
                         correct += int((logits.argmax(1) == y).sum())
             if train:
@@ -118,18 +171,20 @@ def finetune(
         return total / max(n, 1), correct / max(n, 1)
 
     history, best, best_loss, bad = [], None, np.inf, 0
-    for epoch in range(epochs):
-        train_loss, train_acc = run(train_idx, True)
-        val_loss, val_acc = run(val_idx, False)
-        history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                        "val_loss": val_loss, "val_accuracy": val_acc})
-        log.info("finetune epoch %d: train loss %.4f, val loss %.4f, val acc %.3f", epoch, train_loss, val_loss, val_acc)
-        if val_loss < best_loss - 1e-4:
-            best, best_loss, bad = state_dict_copy(model), val_loss, 0
-        else:
-            bad += 1
-            if bad >= patience:
-                break
+    with dropout_rate(model, dropout):
+        for epoch in range(epochs):
+            train_loss, train_acc = run(train_idx, True)
+            val_loss, val_acc = run(val_idx, False)
+            history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                            "val_loss": val_loss, "val_accuracy": val_acc})
+            log.info("finetune epoch %d: train loss %.4f, val loss %.4f, val acc %.3f", epoch, train_loss, val_loss,
+                     val_acc)
+            if val_loss < best_loss - 1e-4:
+                best, best_loss, bad = state_dict_copy(model), val_loss, 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
     model.load_state_dict(best)
     for p in model.parameters():
         p.requires_grad_(True)
@@ -139,27 +194,54 @@ def finetune(
     return adata
 
 
-@torch.no_grad()
+def knn_probs(ref_X: np.ndarray, ref_codes: np.ndarray, query_X: np.ndarray, n_classes: int, *, k: int) -> np.ndarray:
+    """Share of each class among the ``k`` nearest reference cells (cosine), (n_query, n_classes).
+    Reference cells with code -1 (missing or unknown label) are ignored."""
+    ok = ref_codes >= 0
+    ref_X, ref_codes = _unit(ref_X[ok]), ref_codes[ok]
+    k = min(k, len(ref_codes))
+    idx = NearestNeighbors(n_neighbors=k).fit(ref_X).kneighbors(_unit(query_X), return_distance=False)  # (n, k)
+    votes = np.zeros((len(query_X), n_classes))
+    np.add.at(votes, (np.repeat(np.arange(len(query_X)), k), ref_codes[idx].ravel()), 1.0 / k)
+    return votes
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
 def annotate(
     query: AnnData, model: Atacformer, *, threshold: float = 0.5, batch_size: int = 64,
+    reference: AnnData | None = None, labels_key: str = "cell_type", k: int = 15, knn_weight: float = 0.5,
     key_added: str = "atacformer_label",
 ) -> AnnData:
     """Predict cell types with the model's <cls> head: ``obs[key_added]`` (label, "unknown" when the
-    softmax confidence is below ``threshold``), ``obs[key_added + "_confidence"]`` and the class
-    probabilities in ``obsm[key_added + "_probs"]`` (columns in ``uns[key_added]["classes"]``)."""
+    confidence is below ``threshold``), ``obs[key_added + "_confidence"]`` and the class
+    probabilities in ``obsm[key_added + "_probs"]`` (columns in ``uns[key_added]["classes"]``).
+
+    With a labelled ``reference`` (the fine-tuning cells), the head's probabilities are mixed with
+    the label shares among the ``k`` nearest reference cells in the fine-tuned <cls> space:
+    ``(1 - knn_weight) * head + knn_weight * kNN``."""
     if model.cell_type_head is None:
         raise ValueError("the model has no cell-type head: fine-tune it first (tl.finetune)")
+    if not 0.0 <= knn_weight <= 1.0:
+        raise ValueError(f"knn_weight must be in [0, 1], got {knn_weight}")
     names = list(model.config.cell_type_names) or [str(i) for i in range(model.config.n_cell_types)]
-    cells = cell_dicts(query, model)
-    model.eval()
-    probs = np.zeros((len(cells), len(names)), dtype=np.float32)
-    for idx, batch in batches(cells, model, batch_size=batch_size):
-        probs[idx] = torch.softmax(model.cell_type_head(cls_states(model, batch)).float(), 1).cpu().numpy()
+    emb, probs = cls_outputs(model, cell_dicts(query, model), batch_size=batch_size)
+    if reference is not None and knn_weight > 0:
+        if labels_key not in reference.obs:
+            raise ValueError(f"reference.obs has no {labels_key!r} column")
+        ref_emb, _ = cls_outputs(model, cell_dicts(reference, model), batch_size=batch_size)
+        codes = label_codes(reference.obs[labels_key], names)  # -1: missing or not a head class
+        probs = (1 - knn_weight) * probs + knn_weight * knn_probs(ref_emb, codes, emb, len(names), k=k)
+    probs = probs.astype(np.float32)
     conf = probs.max(1)
     label = np.array(names, dtype=object)[probs.argmax(1)]
     label[conf < threshold] = "unknown"
     query.obs[key_added] = pd.Categorical(label)
     query.obs[f"{key_added}_confidence"] = conf
     query.obsm[f"{key_added}_probs"] = probs
-    query.uns[key_added] = {"classes": names, "threshold": float(threshold)}
+    query.uns[key_added] = {"classes": names, "threshold": float(threshold),
+                            "knn_weight": float(knn_weight if reference is not None else 0.0), "k": int(k)}
     return query
