@@ -107,3 +107,17 @@ def test_head_only_finetune_leaves_the_encoder(adata):
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     finetune(adata, model, trainable_layers=0, epochs=2, patience=2)
     assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
+
+
+def test_early_stopping_on_validation_macro_f1(adata, model):
+    finetune(adata, model, epochs=6, patience=6, monitor="macro_f1", seed=1)
+    info = adata.uns["atacformer_finetune"]
+    hist = info["history"]
+    best = hist["val_macro_f1"].max()
+    tied = hist[hist["val_macro_f1"] >= best - 1e-4]
+    assert info["monitor"] == "macro_f1" and info["best_epoch"] == tied["val_loss"].idxmin()
+    assert info["best_val_loss"] == pytest.approx(hist["val_loss"][info["best_epoch"]])
+    finetune(adata, toy_model(), epochs=3, patience=3)
+    assert adata.uns["atacformer_finetune"]["best_epoch"] == adata.uns["atacformer_finetune"]["history"]["val_loss"].idxmin()
+    with pytest.raises(ValueError, match="monitor"):
+        finetune(adata, model, monitor="accuracy")

@@ -12,6 +12,7 @@ from anndata import AnnData
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import NearestNeighbors
 
+from ..metrics import macro_f1
 from ..models import Atacformer
 from ..models.heads import ClassifierHead
 from ._torch import (
@@ -100,6 +101,7 @@ def finetune(
     class_weight: str | None = None,
     state_loss_weight: float = 0.0,
     dropout: float | None = None,
+    monitor: str = "loss",
     seed: int = 0,
     key_added: str = "atacformer_finetune",
 ) -> AnnData:
@@ -108,8 +110,9 @@ def finetune(
     ``trainable_layers``: train only the last n encoder layers plus the heads (None = all layers); the
     genome-wide bin-ID embedding table is trained only with ``train_embeddings``. The heads learn at
     ``lr``, the encoder at ``body_lr`` (None = ``lr``) times ``layer_decay**depth`` (depth 0 = last layer).
-    A stratified validation split (by label, and by ``batch_key`` if given) drives early stopping
-    (``patience`` epochs without a lower validation loss); the best weights are restored. Cells with a
+    A stratified validation split (by label, and by ``batch_key`` if given) drives early stopping:
+    ``patience`` epochs without a better validation ``monitor`` ("loss", or "macro_f1" with ties broken
+    by the loss); the weights of the best epoch are restored. Cells with a
     missing label are ignored. Augmentation of training cells: ``keep`` = (lo, hi) subsamples each cell to
     a random share of its open bins (other depths), then ``mask_fraction`` of the rest is removed.
     ``class_weight="balanced"`` weights the cross-entropy by inverse class frequency;
@@ -143,9 +146,10 @@ def finetune(
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
 
-    def run(indices, train: bool) -> tuple[float, float]:
+    def run(indices, train: bool) -> tuple[float, float, float]:
+        """(mean loss, cell-type accuracy, cell-type macro-F1) over one pass, training if ``train``."""
         model.train(train)
-        total, correct, n = 0.0, 0, 0
+        total, n, true, pred = 0.0, 0, [], []
         for idx, batch in batches(cells, model, batch_size=batch_size, mask_fraction=mask_fraction if train else 0.0,
                                   rng=rng, shuffle=train, indices=indices, keep=keep if train else None):
             with torch.set_grad_enabled(train):
@@ -160,7 +164,8 @@ def finetune(
                     w = None if weight is None else weight.to(cls.device)
                     loss = loss + F.cross_entropy(logits, y, weight=w, ignore_index=-1)
                     if kind == "cell_type":
-                        correct += int((logits.argmax(1) == y).sum())
+                        true.append(y_all[idx])
+                        pred.append(logits.argmax(1).cpu().numpy())
             if train:
                 opt.zero_grad()
                 loss.backward()
@@ -168,19 +173,24 @@ def finetune(
                 opt.step()
             total += float(loss.detach()) * len(idx)
             n += len(idx)
-        return total / max(n, 1), correct / max(n, 1)
+        true, pred = np.concatenate(true), np.concatenate(pred)
+        f1 = macro_f1(true[true >= 0], pred[true >= 0]) if (true >= 0).any() else 0.0
+        return total / max(n, 1), float((pred == true).mean()), f1
 
-    history, best, best_loss, bad = [], None, np.inf, 0
+    if monitor not in ("loss", "macro_f1"):
+        raise ValueError(f"monitor must be 'loss' or 'macro_f1', got {monitor!r}")
+    history, best, best_score, best_loss, best_epoch, bad = [], None, (-np.inf, -np.inf), np.inf, 0, 0
     with dropout_rate(model, dropout):
         for epoch in range(epochs):
-            train_loss, train_acc = run(train_idx, True)
-            val_loss, val_acc = run(val_idx, False)
+            train_loss, train_acc, _ = run(train_idx, True)
+            val_loss, val_acc, val_f1 = run(val_idx, False)
             history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                            "val_loss": val_loss, "val_accuracy": val_acc})
-            log.info("finetune epoch %d: train loss %.4f, val loss %.4f, val acc %.3f", epoch, train_loss, val_loss,
-                     val_acc)
-            if val_loss < best_loss - 1e-4:
-                best, best_loss, bad = state_dict_copy(model), val_loss, 0
+                            "val_loss": val_loss, "val_accuracy": val_acc, "val_macro_f1": val_f1})
+            log.info("finetune epoch %d: train loss %.4f, val loss %.4f, val acc %.3f, val F1 %.3f", epoch,
+                     train_loss, val_loss, val_acc, val_f1)
+            score = (-val_loss, 0.0) if monitor == "loss" else (val_f1, -val_loss)
+            if score[0] > best_score[0] + 1e-4 or (score[0] >= best_score[0] - 1e-4 and score[1] > best_score[1]):
+                best, best_score, best_loss, best_epoch, bad = state_dict_copy(model), score, val_loss, epoch, 0
             else:
                 bad += 1
                 if bad >= patience:
@@ -190,6 +200,7 @@ def finetune(
         p.requires_grad_(True)
     model.eval()
     adata.uns[key_added] = {"history": pd.DataFrame(history), "classes": names, "best_val_loss": float(best_loss),
+                            "best_epoch": best_epoch, "monitor": monitor,
                             "n_train": len(train_idx), "n_val": len(val_idx)}
     return adata
 
