@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from atacformer.models import Atacformer
+from atacformer.models import Atacformer, AtacformerConfig
 from atacformer.tokenize import Corpus, write_corpus
 from atacformer.train import AtacformerDataModule, pretrain
 from atacformer.train.pretrain import build_config, init_from_data
@@ -46,6 +46,12 @@ def test_neighbors_are_mostly_the_same_type(make_toy, method):
     kind = _kind(adata)
     assert idx.shape == (60, 5) and not (idx == np.arange(60)[:, None]).any()
     assert (kind[idx] == kind[:, None]).mean() > 0.9
+
+
+def test_auto_weights_need_pretrain(make_toy):
+    data = AtacformerDataModule(make_toy(10), batch_size=4, val_fraction=0.0)
+    with pytest.raises(ValueError, match="resolved from the data"):
+        AtacformerConfig.from_preset("tiny", data.vocab, state_class_weights="auto")
 
 
 def test_unknown_neighbor_method_is_an_error(make_toy):

@@ -77,6 +77,9 @@ class AtacformerConfig:
     e1_init: str = "random"  # bin-ID table init by pretrain: "random" | "svd" (TF-IDF SVD bin loadings)
 
     def __post_init__(self):
+        if isinstance(self.state_class_weights, str):
+            raise ValueError(f"state_class_weights={self.state_class_weights!r}: 'auto' is resolved from the data by "
+                             "pretrain (build_config); a config needs 3 numbers")
         self.state_class_weights = tuple(float(w) for w in self.state_class_weights)
         self.chrom_sizes = {str(c): int(n) for c, n in dict(self.chrom_sizes).items()}
         if self.d_model % self.n_heads:
