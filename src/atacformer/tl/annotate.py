@@ -97,8 +97,8 @@ def finetune(
     val_fraction: float = 0.15,
     patience: int = 6,
     mask_fraction: float = 0.1,
-    keep: tuple[float, float] | None = None,
-    class_weight: str | None = None,
+    keep: tuple[float, float] | None = (0.5, 1.0),
+    class_weight: str | None = "balanced",
     state_loss_weight: float = 0.0,
     dropout: float | None = None,
     monitor: str = "loss",
@@ -114,8 +114,8 @@ def finetune(
     ``patience`` epochs without a better validation ``monitor`` ("loss", or "macro_f1" with ties broken
     by the loss); the weights of the best epoch are restored. Cells with a
     missing label are ignored. Augmentation of training cells: ``keep`` = (lo, hi) subsamples each cell to
-    a random share of its open bins (other depths), then ``mask_fraction`` of the rest is removed.
-    ``class_weight="balanced"`` weights the cross-entropy by inverse class frequency;
+    a random share of its open bins (other depths; None = off), then ``mask_fraction`` of the rest is
+    removed. ``class_weight="balanced"`` weights the cross-entropy by inverse class frequency (None = off);
     ``state_loss_weight`` > 0 keeps the masked-bin (3-state) loss as a regulariser.
     The per-epoch history goes to ``uns[key_added]``."""
     if labels_key not in adata.obs:
