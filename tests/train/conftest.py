@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 
 from atacformer.genome import Genome, data_path, get_genome
 
@@ -67,3 +68,13 @@ def hemato():
 def make_toy():
     """Factory: ``make_toy(n_cells, seed=...)`` → a toy cells × bins AnnData."""
     return toy_adata
+
+
+@pytest.fixture
+def one_thread():
+    """Bitwise comparisons need one intra-op thread: MKL may pick fewer threads on a loaded machine
+    (dynamic threading), which changes summation order and the last bit of a loss."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -37,7 +37,7 @@ def test_data_module_adds_views_with_neighbor_bins(make_toy):
     assert views > first // 2  # half dropped, but a neighbour's bins added on top
 
 
-def test_contrastive_resume_is_exact(tmp_path, make_toy):
+def test_contrastive_resume_is_exact(tmp_path, make_toy, one_thread):
     adata = make_toy(32)
     kw = {"preset": "tiny", "log_every_n_steps": 1, "progress_bar": False, "warmup_steps": 2, "lr": 2e-3,
           "max_steps": 4, "ckpt_every_n_steps": 2, "batch_size": 8, "val_fraction": 0.0,

@@ -10,16 +10,6 @@ from atacformer.train import pretrain, read_metrics, weights_digest
 FAST = dict(preset="tiny", log_every_n_steps=1, progress_bar=False, warmup_steps=2, lr=2e-3)
 
 
-@pytest.fixture
-def one_thread():
-    """Bitwise comparisons need one intra-op thread: MKL may pick fewer threads on a loaded machine
-    (dynamic threading), which changes summation order and the last bit of a loss."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_resume_gives_identical_subsequent_losses(tmp_path, make_toy, one_thread):
     """2N steps in one go vs. N steps, then resume from the step-N checkpoint: same losses after N."""
     adata = make_toy(48)
