@@ -4,9 +4,10 @@ import torch
 
 from atacformer.tl import integrate, map_query
 from atacformer.tl._torch import cell_dicts, embed_cells
-from atacformer.tl.integrate import grad_reverse
+from atacformer.metrics.batch import ilisi
+from atacformer.tl.integrate import grad_reverse, mnn_pairs
 
-from .conftest import toy_adata
+from .conftest import toy_adata, toy_model
 
 
 def test_grad_reverse_flips_and_scales_gradient():
@@ -47,3 +48,32 @@ def test_map_query_transfers_labels(model):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # reference frozen
     np.testing.assert_array_equal(ref.obsm["X_atacformer"], ref_emb)
     assert "adapted" in query.obs
+
+
+def test_mnn_pairs_are_cross_batch_and_mostly_same_type():
+    adata = toy_adata(batch_shift=True)
+    batch, types = adata.obs["donor"].to_numpy(), adata.obs["cell_type"].to_numpy()
+    pairs = mnn_pairs(adata.X.toarray(), batch, k=5)
+    assert len(pairs) > 20
+    assert (batch[pairs[:, 0]] != batch[pairs[:, 1]]).all()
+    assert (types[pairs[:, 0]] == types[pairs[:, 1]]).mean() > 0.9
+    assert {tuple(p) for p in pairs} == {tuple(p[::-1]) for p in pairs}  # mutual: both directions listed
+    assert len(mnn_pairs(adata.X.toarray(), np.array(["d1"] * adata.n_obs))) == 0
+
+
+def test_integrate_with_mnn_views_mixes_batches():
+    adata = toy_adata(batch_shift=True)
+    model = toy_model(contrastive_weight=1.0, contrastive_drop=0.5)
+    before = embed_cells(model, cell_dicts(adata, model))
+    integrate(adata, model, batch_key="donor", epochs=6, lr=3e-3, mnn_k=5)
+    hist = adata.uns["atacformer_integrate"]["history"]
+    assert (hist["mnn_pairs"] > 0).all() and (hist["contrastive_loss"] > 0).all()
+    after = adata.obsm["X_atacformer_integrated"]
+    batch = adata.obs["donor"]
+    plain = toy_adata(batch_shift=True)  # same data, masked-bin loss only
+    integrate(plain, model, batch_key="donor", epochs=6, lr=3e-3, contrastive_weight=0.0, adversary_weight=0.0)
+    mixed = ilisi(after, batch, perplexity=10)
+    assert mixed > ilisi(before, batch, perplexity=10) + 0.08
+    assert mixed > ilisi(plain.obsm["X_atacformer_integrated"], batch, perplexity=10)
+    with pytest.raises(ValueError, match="contrastive"):
+        integrate(adata, toy_model(), batch_key="donor", contrastive_weight=1.0)

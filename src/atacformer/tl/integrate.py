@@ -21,7 +21,7 @@ from anndata import AnnData
 from torch import nn
 
 from ..metrics.labels import knn_predict
-from ..models import Atacformer
+from ..models import Atacformer, collate_cells
 from ._torch import batches, cell_dicts, embed_cells, freeze, label_codes
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,69 @@ class BatchDiscriminator(nn.Module):
         return self.net(cls)  # (B, n_batches)
 
 
+def mnn_pairs(X: np.ndarray, batch, *, k: int = 10) -> np.ndarray:
+    """Mutual nearest neighbours across batches (Haghverdi et al. 2018): (n_pairs, 2) cell indices (i, j),
+    ``batch[i] != batch[j]``, j among the ``k`` nearest cells of ``batch[j]`` to i (cosine) and vice versa.
+    Each unordered pair appears once per direction."""
+    X = np.asarray(X, dtype=np.float64)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    batch = np.asarray(batch).astype(str)
+    groups = {b: np.flatnonzero(batch == b) for b in np.unique(batch)}
+    pairs = []
+    for a, ia in groups.items():
+        for b, ib in groups.items():
+            if a >= b:
+                continue
+            ka, kb = min(k, len(ib)), min(k, len(ia))
+            nn_ab = np.argsort(-(X[ia] @ X[ib].T), axis=1)[:, :ka]  # (n_a, ka) positions in ib
+            nn_ba = np.argsort(-(X[ib] @ X[ia].T), axis=1)[:, :kb]  # (n_b, kb) positions in ia
+            back = np.zeros((len(ib), len(ia)), dtype=bool)
+            back[np.repeat(np.arange(len(ib)), kb), nn_ba.ravel()] = True
+            rows = np.repeat(np.arange(len(ia)), ka)
+            mutual = back[nn_ab.ravel(), rows]
+            p = np.stack([ia[rows[mutual]], ib[nn_ab.ravel()[mutual]]], 1)
+            pairs += [p, p[:, ::-1]]
+    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+
+
+def _within_batch_knn(X: np.ndarray, batch, *, k: int) -> list[np.ndarray]:
+    """Each cell's ``k`` nearest cells (cosine) of its own batch, itself excluded."""
+    X = np.asarray(X, dtype=np.float64)
+    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    batch = np.asarray(batch).astype(str)
+    out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(X)
+    for b in np.unique(batch):
+        ib = np.flatnonzero(batch == b)
+        sim = X[ib] @ X[ib].T
+        np.fill_diagonal(sim, -np.inf)
+        nn = np.argsort(-sim, axis=1)[:, : min(k, len(ib) - 1)]  # (n_b, k)
+        for row, i in enumerate(ib):
+            out[i] = ib[nn[row]]
+    return out
+
+
+def _with_partners(cells: list[dict], pairs: np.ndarray, knn: list[np.ndarray] | None = None) -> list[dict]:
+    """Cells with ``neighbor_bin_ids`` = the open bins of their MNN partners plus (``knn``) of their
+    nearest cells in their own batch; one is drawn per view (cells without any get none)."""
+    partners: list[list[int]] = [[] if knn is None else [int(j) for j in knn[i]] for i in range(len(cells))]
+    for i, j in pairs:
+        partners[i].append(int(j))
+    return [{**c, "neighbor_bin_ids": [cells[j]["bin_ids"] for j in ps] if ps else None}
+            for c, ps in zip(cells, partners)]
+
+
+def _views_batches(cells: list[dict], model: Atacformer, *, batch_size: int, mask_fraction: float,
+                   rng: np.random.Generator, drop: float, neighbor_add: float):
+    """Shuffled (cell indices, batch with a second contrastive view per cell) as in pretraining."""
+    idx = rng.permutation(len(cells))
+    packed = model.device.type == "cuda"
+    for s in range(0, len(idx), batch_size):
+        chunk = idx[s : s + batch_size]
+        yield chunk, collate_cells([cells[i] for i in chunk], model.vocab, mask_fraction=mask_fraction,
+                                   max_length=model.config.max_length, rng=rng, packed=packed,
+                                   contrastive_drop=drop, contrastive_neighbor_add=neighbor_add)
+
+
 def integrate(
     adata: AnnData,
     model: Atacformer,
@@ -63,6 +126,9 @@ def integrate(
     epochs: int = 10,
     lr: float = 3e-4,
     adversary_weight: float = 1.0,
+    contrastive_weight: float | None = None,
+    mnn_k: int = 10,
+    within_k: int = 0,
     mask_fraction: float = 0.15,
     batch_size: int = 32,
     state0_sample_rate: float | None = 0.05,
@@ -74,13 +140,21 @@ def integrate(
 
     Loss per step: masked-bin state loss (closed bins sampled at ``state0_sample_rate`` for speed)
     + cross-entropy of the discriminator, whose gradient reaches the encoder reversed and scaled by
-    ``adversary_weight`` × a DANN ramp 2/(1+exp(-10p))-1 over training progress p. History (state loss,
-    discriminator loss/accuracy per epoch) in ``uns["atacformer_integrate"]``."""
+    ``adversary_weight`` × a DANN ramp 2/(1+exp(-10p))-1 over training progress p
+    + (models pretrained with the contrastive <cls> objective) ``contrastive_weight`` × that InfoNCE
+    loss (default: the model config's weight; 0 = off), whose second views are built from each cell's
+    mutual nearest neighbours in the other batches (``mnn_k`` neighbours each way, cosine on the
+    current <cls> embedding, recomputed every epoch) as in scDML/Portal-style contrastive integration:
+    matching populations are pulled together without labels. History (state/contrastive loss,
+    discriminator loss/accuracy, MNN pairs per epoch) in ``uns["atacformer_integrate"]``."""
     if batch_key not in adata.obs:
         raise ValueError(f"adata.obs has no {batch_key!r} column")
     names = sorted(adata.obs[batch_key].astype(str).unique())
     if len(names) < 2:
         raise ValueError(f"obs[{batch_key!r}] has a single batch ({names}); nothing to integrate")
+    cw = model.config.contrastive_weight if contrastive_weight is None else contrastive_weight
+    if cw > 0 and model.contrastive_head is None:
+        raise ValueError("contrastive_weight > 0 needs a model pretrained with the contrastive objective")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     corrected = copy.deepcopy(model).train()
@@ -88,7 +162,8 @@ def integrate(
     for p in corrected.decoder.parameters():
         p.requires_grad_(False)
     cells = cell_dicts(adata, corrected)
-    codes = label_codes(adata.obs[batch_key].astype(str), names)
+    batch = adata.obs[batch_key].astype(str).to_numpy()
+    codes = label_codes(batch, names)
     # inverse-frequency class weights: imbalanced batches must not make "always the big batch" a good guess
     weight = torch.tensor(len(codes) / (len(names) * np.bincount(codes, minlength=len(names))), dtype=torch.float32)
     disc = BatchDiscriminator(corrected.config.d_model, len(names)).to(corrected.device)
@@ -97,30 +172,43 @@ def integrate(
                              {"params": disc.parameters(), "lr": lr * 3}], weight_decay=0.01)
     n_steps, step, history = epochs * -(-len(cells) // batch_size), 0, []
     for epoch in range(epochs):
-        sums = np.zeros(3)
-        for idx, batch in batches(cells, corrected, batch_size=batch_size, mask_fraction=mask_fraction, rng=rng,
-                                  shuffle=True):
+        sums, n_pairs = np.zeros(4), 0
+        if cw > 0:
+            emb = embed_cells(corrected, cells)
+            pairs = mnn_pairs(emb, batch, k=mnn_k)
+            n_pairs = len(pairs) // 2
+            knn = _within_batch_knn(emb, batch, k=within_k) if within_k > 0 else None
+            steps = _views_batches(_with_partners(cells, pairs, knn), corrected, batch_size=batch_size,
+                                   mask_fraction=mask_fraction, rng=rng, drop=corrected.config.contrastive_drop,
+                                   neighbor_add=1.0)
+        else:
+            steps = batches(cells, corrected, batch_size=batch_size, mask_fraction=mask_fraction, rng=rng,
+                            shuffle=True)
+        for idx, b in steps:
             ramp = 2 / (1 + np.exp(-10 * step / max(n_steps, 1))) - 1
-            out = corrected(batch, state0_sample_rate=state0_sample_rate)
+            out = corrected(b, state0_sample_rate=state0_sample_rate)
             y = torch.from_numpy(codes[idx]).to(corrected.device)
             logits = disc(grad_reverse(out.cell_embedding, adversary_weight * ramp))  # (B, n_batches)
             adv = F.cross_entropy(logits, y, weight=weight.to(logits.device))
-            loss = out.losses["state"] + adv
+            contrastive = out.losses.get("contrastive", torch.zeros(()))
+            loss = out.losses["state"] + cw * contrastive + adv
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params + list(disc.parameters()), 1.0)
             opt.step()
             step += 1
-            sums += [float(out.losses["state"].detach()) * len(idx), float(adv.detach()) * len(idx),
-                     float((logits.argmax(1) == y).sum())]
-        history.append({"epoch": epoch, "state_loss": sums[0] / len(cells), "discriminator_loss": sums[1] / len(cells),
-                        "discriminator_accuracy": sums[2] / len(cells)})
+            sums += [float(out.losses["state"].detach()) * len(idx), float(contrastive.detach()) * len(idx),
+                     float(adv.detach()) * len(idx), float((logits.argmax(1) == y).sum())]
+        history.append({"epoch": epoch, "state_loss": sums[0] / len(cells), "contrastive_loss": sums[1] / len(cells),
+                        "discriminator_loss": sums[2] / len(cells), "discriminator_accuracy": sums[3] / len(cells),
+                        "mnn_pairs": n_pairs})
         log.info("integrate epoch %d: %s", epoch, history[-1])
     for p in corrected.parameters():
         p.requires_grad_(True)
     corrected.eval()
     adata.obsm[key_added] = embed_cells(corrected, cells)
-    adata.uns["atacformer_integrate"] = {"history": pd.DataFrame(history), "batches": names, "batch_key": batch_key}
+    adata.uns["atacformer_integrate"] = {"history": pd.DataFrame(history), "batches": names, "batch_key": batch_key,
+                                         "contrastive_weight": cw, "mnn_k": mnn_k}
     return corrected
 
 
