@@ -33,6 +33,10 @@ def test_bin_ids_names_and_last_bin_clipped():
     assert ids.tolist() == [0, 0, 2, 3]
     assert bins.ids_from_names(["chr1:10000-12000", "1_5000_10000", "chr2:0-4000", "chrY:0-5000"]).tolist() == [
         2, 1, -1, -1]
+    assert bins.ids_from_names(bins.names()).tolist() == [0, 1, 2, 3]  # fast path: the index's own names
+    swapped = list(bins.names())
+    swapped[0], swapped[3] = swapped[3], swapped[0]
+    assert bins.ids_from_names(swapped).tolist() == [3, 1, 2, 0]  # same length, other order: parsed
     c, s, e = bins.coords(np.array([2]))
     assert (c[0], s[0], e[0]) == (0, 10_000, 12_000)
 

@@ -320,6 +320,9 @@ class BinIndex:
 
     def ids_from_names(self, names) -> np.ndarray:
         """Global ids of bin names; -1 for names that are not bins of this index."""
+        arr = np.asarray(names, dtype=object)
+        if len(arr) == self.n_bins and np.array_equal(arr, self._all_names):
+            return np.arange(self.n_bins, dtype=np.int64)  # this index's own names, in order (the common case)
         out = np.full(len(names), -1, dtype=np.int64)
         for i, name in enumerate(names):
             m = re.fullmatch(r"(.+)[:_-](\d+)[_-](\d+)", str(name))
