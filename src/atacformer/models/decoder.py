@@ -159,9 +159,8 @@ def _log_odds_hist(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
     """(2, HIST_BINS) weighted counts of logit2 - logit0 for closed (row 0) and removed (row 1) pairs."""
     score = (logits[..., 2] - logits[..., 0]).clamp(-HIST_RANGE, HIST_RANGE)  # (B, n)
     bucket = ((score + HIST_RANGE) * (HIST_BINS / (2 * HIST_RANGE))).long().clamp_(0, HIST_BINS - 1)
-    weight = torch.ones_like(score, dtype=torch.float64) if w is None else w.double().expand_as(score)
-    hist = torch.zeros(2, HIST_BINS, dtype=torch.float64, device=logits.device)
-    for row, state in ((0, 0), (1, 2)):
-        sel = y == state
-        hist[row].index_add_(0, bucket[sel], weight[sel])
-    return hist
+    key = bucket + HIST_BINS * (y == 2)  # (B, n) row 1 for removed pairs
+    weight = ((y == 0) | (y == 2)).double()  # (B, n) state 1 (in the sentence) is not counted
+    if w is not None:
+        weight = weight * w.double()  # (n,) importance weights of sampled closed bins
+    return torch.bincount(key.flatten(), weights=weight.flatten(), minlength=2 * HIST_BINS).view(2, HIST_BINS)
