@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from atacformer.metrics.batch import ilisi
 from atacformer.tl import integrate, map_query
 from atacformer.tl._torch import cell_dicts, embed_cells
-from atacformer.metrics.batch import ilisi
 from atacformer.tl.integrate import grad_reverse, mnn_pairs
 
 from .conftest import toy_adata, toy_model
