@@ -12,7 +12,12 @@ from atacformer.models import Atacformer, AtacformerConfig
 from atacformer.tokenize import Corpus, write_corpus
 from atacformer.train import AtacformerDataModule, pretrain
 from atacformer.train.pretrain import build_config, init_from_data
-from atacformer.train.priors import balanced_state_weights, bin_open_counts, cell_neighbors, svd_bin_embeddings
+from atacformer.train.priors import (
+    balanced_state_weights,
+    bin_open_counts,
+    cell_neighbors,
+    svd_bin_embeddings,
+)
 
 FAST = dict(preset="tiny", log_every_n_steps=1, progress_bar=False, warmup_steps=2, lr=2e-3, val_fraction=0.0)
 

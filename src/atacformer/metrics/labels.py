@@ -28,20 +28,25 @@ def macro_f1(labels, predicted) -> float:
     return float(skm.f1_score(y, p, labels=np.unique(y), average="macro", zero_division=0))
 
 
+def knn_votes(ref_X: np.ndarray, ref_codes: np.ndarray, query_X: np.ndarray, n_classes: int, *, k: int = 15) -> np.ndarray:
+    """(n_query, n_classes) share of each class code among the ``k`` nearest reference cells (Euclidean)."""
+    k = min(k, len(ref_codes))
+    idx = NearestNeighbors(n_neighbors=k).fit(ref_X).kneighbors(query_X, return_distance=False)  # (n, k)
+    votes = np.zeros((len(query_X), n_classes))
+    np.add.at(votes, (np.repeat(np.arange(len(query_X)), k), np.asarray(ref_codes)[idx].ravel()), 1.0 / k)
+    return votes
+
+
 def knn_predict(
     ref_X: np.ndarray, ref_labels, query_X: np.ndarray, *, k: int = 15
 ) -> tuple[np.ndarray, np.ndarray]:
     """Majority vote of the ``k`` nearest reference cells (Euclidean).
 
     Returns (predicted label, fraction of the k neighbours that voted for it = confidence)."""
-    ref_labels = np.asarray(ref_labels).astype(str)
-    k = min(k, len(ref_labels))
-    idx = NearestNeighbors(n_neighbors=k).fit(ref_X).kneighbors(query_X, return_distance=False)
-    classes, codes = np.unique(ref_labels, return_inverse=True)
-    votes = np.zeros((len(query_X), len(classes)))  # (n_query, n_classes)
-    np.add.at(votes, (np.repeat(np.arange(len(query_X)), k), codes[idx].ravel()), 1.0)
+    classes, codes = np.unique(np.asarray(ref_labels).astype(str), return_inverse=True)
+    votes = knn_votes(ref_X, codes, query_X, len(classes), k=k)  # (n_query, n_classes)
     best = votes.argmax(1)
-    return classes[best], votes[np.arange(len(best)), best] / k
+    return classes[best], votes[np.arange(len(best)), best]
 
 
 def knn_accuracy(X: np.ndarray, labels, *, k: int = 15, query_mask=None) -> float:

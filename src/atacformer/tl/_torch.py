@@ -40,12 +40,15 @@ def subsample(cell: dict, keep: tuple[float, float], rng: np.random.Generator) -
 def batches(
     cells: list[dict], model: Atacformer, *, batch_size: int, mask_fraction: float = 0.0,
     rng: np.random.Generator | None = None, shuffle: bool = False, indices: np.ndarray | None = None,
-    keep: tuple[float, float] | None = None,
+    keep: tuple[float, float] | None = None, contrastive_drop: float | None = None,
+    contrastive_neighbor_add: float = 0.0,
 ) -> Iterator[tuple[np.ndarray, PackedBatch]]:
     """(cell indices, packed batch) over ``indices`` (default all cells), shuffled with ``rng`` if asked.
 
     ``keep`` = (lo, hi): each cell is first subsampled (:func:`subsample`) to that share of its open bins;
-    ``mask_fraction`` then removes bins as in pretraining (they stay targets of the state loss)."""
+    ``mask_fraction`` then removes bins as in pretraining (they stay targets of the state loss).
+    ``contrastive_drop`` (not None) adds a second view of every cell, as in pretraining (see
+    :func:`~atacformer.models.collate_cells`)."""
     rng = rng if rng is not None else np.random.default_rng(0)
     idx = np.arange(len(cells)) if indices is None else np.asarray(indices)
     packed = model.device.type == "cuda"  # packed + flash on GPU; one padded SDPA call is faster on CPU
@@ -55,7 +58,8 @@ def batches(
         chunk = idx[s : s + batch_size]
         group = [cells[i] if keep is None else subsample(cells[i], keep, rng) for i in chunk]
         batch = collate_cells(group, model.vocab, mask_fraction=mask_fraction,
-                              max_length=model.config.max_length, rng=rng, packed=packed)
+                              max_length=model.config.max_length, rng=rng, packed=packed,
+                              contrastive_drop=contrastive_drop, contrastive_neighbor_add=contrastive_neighbor_add)
         yield chunk, batch
 
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from anndata import AnnData
 from sklearn.model_selection import train_test_split
-from sklearn.neighbors import NearestNeighbors
 
 from ..metrics import macro_f1
+from ..metrics.labels import knn_votes
 from ..models import Atacformer
 from ..models.heads import ClassifierHead
 from ._torch import (
@@ -209,12 +209,7 @@ def knn_probs(ref_X: np.ndarray, ref_codes: np.ndarray, query_X: np.ndarray, n_c
     """Share of each class among the ``k`` nearest reference cells (cosine), (n_query, n_classes).
     Reference cells with code -1 (missing or unknown label) are ignored."""
     ok = ref_codes >= 0
-    ref_X, ref_codes = _unit(ref_X[ok]), ref_codes[ok]
-    k = min(k, len(ref_codes))
-    idx = NearestNeighbors(n_neighbors=k).fit(ref_X).kneighbors(_unit(query_X), return_distance=False)  # (n, k)
-    votes = np.zeros((len(query_X), n_classes))
-    np.add.at(votes, (np.repeat(np.arange(len(query_X)), k), ref_codes[idx].ravel()), 1.0 / k)
-    return votes
+    return knn_votes(_unit(ref_X[ok]), ref_codes[ok], _unit(query_X), n_classes, k=k)
 
 
 def _unit(X: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from anndata import AnnData
 from torch import nn
 
 from ..metrics.labels import knn_predict
-from ..models import Atacformer, collate_cells
+from ..models import Atacformer
 from ._torch import batches, cell_dicts, embed_cells, freeze, label_codes
 
 log = logging.getLogger(__name__)
@@ -80,42 +80,14 @@ def mnn_pairs(X: np.ndarray, batch, *, k: int = 10) -> np.ndarray:
     return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
 
 
-def _within_batch_knn(X: np.ndarray, batch, *, k: int) -> list[np.ndarray]:
-    """Each cell's ``k`` nearest cells (cosine) of its own batch, itself excluded."""
-    X = np.asarray(X, dtype=np.float64)
-    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    batch = np.asarray(batch).astype(str)
-    out: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(X)
-    for b in np.unique(batch):
-        ib = np.flatnonzero(batch == b)
-        sim = X[ib] @ X[ib].T
-        np.fill_diagonal(sim, -np.inf)
-        nn = np.argsort(-sim, axis=1)[:, : min(k, len(ib) - 1)]  # (n_b, k)
-        for row, i in enumerate(ib):
-            out[i] = ib[nn[row]]
-    return out
-
-
-def _with_partners(cells: list[dict], pairs: np.ndarray, knn: list[np.ndarray] | None = None) -> list[dict]:
-    """Cells with ``neighbor_bin_ids`` = the open bins of their MNN partners plus (``knn``) of their
-    nearest cells in their own batch; one is drawn per view (cells without any get none)."""
-    partners: list[list[int]] = [[] if knn is None else [int(j) for j in knn[i]] for i in range(len(cells))]
+def _with_partners(cells: list[dict], pairs: np.ndarray) -> list[dict]:
+    """Cells with ``neighbor_bin_ids`` = the open bins of their MNN partners; one is drawn per view
+    (cells without a partner get none)."""
+    partners: list[list[int]] = [[] for _ in cells]
     for i, j in pairs:
         partners[i].append(int(j))
     return [{**c, "neighbor_bin_ids": [cells[j]["bin_ids"] for j in ps] if ps else None}
             for c, ps in zip(cells, partners)]
-
-
-def _views_batches(cells: list[dict], model: Atacformer, *, batch_size: int, mask_fraction: float,
-                   rng: np.random.Generator, drop: float, neighbor_add: float):
-    """Shuffled (cell indices, batch with a second contrastive view per cell) as in pretraining."""
-    idx = rng.permutation(len(cells))
-    packed = model.device.type == "cuda"
-    for s in range(0, len(idx), batch_size):
-        chunk = idx[s : s + batch_size]
-        yield chunk, collate_cells([cells[i] for i in chunk], model.vocab, mask_fraction=mask_fraction,
-                                   max_length=model.config.max_length, rng=rng, packed=packed,
-                                   contrastive_drop=drop, contrastive_neighbor_add=neighbor_add)
 
 
 def integrate(
@@ -128,7 +100,6 @@ def integrate(
     adversary_weight: float = 1.0,
     contrastive_weight: float | None = None,
     mnn_k: int = 5,
-    within_k: int = 0,
     mask_fraction: float = 0.15,
     batch_size: int = 32,
     state0_sample_rate: float | None = 0.05,
@@ -145,9 +116,7 @@ def integrate(
     loss (default: the model config's weight; 0 = off), whose second views are built from each cell's
     mutual nearest neighbours in the other batches (``mnn_k`` neighbours each way, cosine on the
     current <cls> embedding, recomputed every epoch) as in scDML/Portal-style contrastive integration:
-    matching populations are pulled together without labels. ``within_k`` > 0 also offers each cell's
-    ``within_k`` nearest cells of its own batch as view partners (off by default: on hemato it lowered
-    cell-type ASW). History (state/contrastive loss,
+    matching populations are pulled together without labels. History (state/contrastive loss,
     discriminator loss/accuracy, MNN pairs per epoch) in ``uns["atacformer_integrate"]``."""
     if batch_key not in adata.obs:
         raise ValueError(f"adata.obs has no {batch_key!r} column")
@@ -179,10 +148,9 @@ def integrate(
             emb = embed_cells(corrected, cells)
             pairs = mnn_pairs(emb, batch, k=mnn_k)
             n_pairs = len(pairs) // 2
-            knn = _within_batch_knn(emb, batch, k=within_k) if within_k > 0 else None
-            steps = _views_batches(_with_partners(cells, pairs, knn), corrected, batch_size=batch_size,
-                                   mask_fraction=mask_fraction, rng=rng, drop=corrected.config.contrastive_drop,
-                                   neighbor_add=1.0)
+            steps = batches(_with_partners(cells, pairs), corrected, batch_size=batch_size,
+                            mask_fraction=mask_fraction, rng=rng, shuffle=True,
+                            contrastive_drop=corrected.config.contrastive_drop, contrastive_neighbor_add=1.0)
         else:
             steps = batches(cells, corrected, batch_size=batch_size, mask_fraction=mask_fraction, rng=rng,
                             shuffle=True)

@@ -62,7 +62,7 @@ def balanced_state_weights(counts: np.ndarray, n_cells: int, n_decoder_bins: int
 def cell_neighbors(X: sp.spmatrix, k: int, *, method: str = "tfidf", n_comps: int = 30, seed: int = 0) -> np.ndarray:
     """(n_cells, k) nearest neighbours of each cell (itself excluded) of a cells × bins matrix.
 
-    ``method``: ``"tfidf"`` = cosine on TF-IDF profiles; ``"lsi"`` = cosine on the LSI embedding
+    ``method``: ``"tfidf"`` = cosine on Signac log TF-IDF profiles (:func:`~atacformer.metrics.tfidf`); ``"lsi"`` = cosine on the LSI embedding
     (:func:`~atacformer.metrics.lsi`, ``n_comps``); ``"spectral"`` = cosine on the SnapATAC2-style
     spectral embedding (:func:`~atacformer.metrics.spectral`)."""
     if method not in NEIGHBOR_METHODS:
@@ -72,9 +72,7 @@ def cell_neighbors(X: sp.spmatrix, k: int, *, method: str = "tfidf", n_comps: in
     X = X[:, np.flatnonzero(np.asarray(X.sum(axis=0)).ravel() > 0)]
     k = min(k, X.shape[0] - 1)
     if method == "tfidf":
-        idf = np.log1p(X.shape[0] / (1.0 + np.asarray(X.sum(axis=0)).ravel())).astype(np.float32)
-        tf = sp.diags(1.0 / np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1.0)) @ X
-        rep = tf @ sp.diags(idf)
+        rep = tfidf(X)
     else:
         tmp = AnnData(X)
         n_comps = min(n_comps, X.shape[0] - 3, X.shape[1] - 2)
