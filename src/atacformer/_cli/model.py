@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of max steps (at most 1000)")
     p.add_argument("--batch-tokens", type=int, default=16384, help="tokens per batch and rank (packing budget)")
     p.add_argument("--batch-size", type=int, default=None, help="cells per batch instead of a token budget")
+    p.add_argument("--batch-key", default=None, metavar="COLUMN",
+                   help="obs column of an .h5ad input naming samples/datasets: each batch holds one of them")
     p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--val", nargs="+", default=None, metavar="CORPUS", help="validation corpus folder(s)")
@@ -109,7 +111,7 @@ def _pretrain(args) -> int:
     pretrain(
         inputs, out_dir=args.out, preset=args.preset, overrides=overrides, dna_embeddings=dna, max_steps=args.max_steps,
         lr=args.lr, warmup_steps=args.warmup_steps, max_tokens_per_batch=args.batch_tokens,
-        batch_size=args.batch_size, accumulate_grad_batches=args.accumulate, gradient_clip_val=args.grad_clip,
+        batch_size=args.batch_size, batch_key=args.batch_key, accumulate_grad_batches=args.accumulate, gradient_clip_val=args.grad_clip,
         val_inputs=args.val, val_fraction=args.val_fraction, val_every_n_steps=args.val_every,
         ckpt_every_n_steps=args.ckpt_every, resume=args.resume,
         devices=int(args.devices) if args.devices.isdigit() else args.devices, num_nodes=args.num_nodes,

@@ -55,6 +55,7 @@ class DemoSettings:
     contrastive_neighbor_add: float = 1.0
     contrastive_neighbors: str = "spectral"
     e1_init: str = "svd"  # bin-ID table initialised from a TF-IDF SVD of the training cells ("random" = off)
+    batch_key: str | None = "dataset"  # each pretraining batch from one dataset (PBSmall or hemato); None = mixed
     finetune_epochs: int = 40
     integrate_epochs: int = 6
     umap_epochs: int | None = None
@@ -105,7 +106,7 @@ def pretrain_model(pbs: ad.AnnData, hem: ad.AnnData, out: Path, s: DemoSettings)
                  "contrastive_neighbor_add": s.contrastive_neighbor_add, "contrastive_neighbors": s.contrastive_neighbors,
                  "dropout": 0.0 if s.contrastive_weight > 0 else 0.1}  # the views are the augmentation
     model = pretrain(cells, out_dir=out / "model", preset="tiny", max_steps=s.pretrain_steps, lr=s.lr,
-                     batch_size=s.batch_size, overrides=overrides,
+                     batch_size=s.batch_size, batch_key=s.batch_key, overrides=overrides,
                      val_fraction=0.0, progress_bar=False, log_every_n_steps=max(1, s.pretrain_steps // 50),
                      ckpt_every_n_steps=10**9, seed=s.seed)
     logs = sorted((out / "model").rglob("metrics.csv"))

@@ -19,13 +19,14 @@ from pathlib import Path
 import anndata as ad
 import lightning as L
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from torch.utils.data import DataLoader, get_worker_info
 
 from ..models import collate_cells
 from ..tokenize import AnnDataCellDataset, BinVocab, Corpus, CorpusDataset
 from ..tokenize.sentences import DEFAULT_MAX_LENGTH
-from .priors import bin_open_counts, cell_neighbors
+from .priors import bin_open_counts, cell_neighbors, grouped_neighbors
 from .stream import PackedBatchStream, ResumingLoader
 
 log = logging.getLogger(__name__)
@@ -46,25 +47,46 @@ def _worker() -> tuple[int, int]:
 
 class _AnnDataSource:
     """Cells of an in-memory dataset, reshuffled every epoch, split by rank then by worker; with
-    ``neighbors`` each cell also carries the bins of its nearest neighbours (``neighbor_bin_ids``)."""
+    ``neighbors`` each cell also carries the bins of its nearest neighbours (``neighbor_bin_ids``).
+
+    With ``groups`` (a code per cell, from ``batch_key``) an epoch is a shuffled sequence of blocks of
+    ``block`` cells of one group each, and every cell carries its ``"group"``: the stream then never puts
+    two groups in one batch (see :func:`~atacformer.train.stream.group_cells`)."""
 
     def __init__(self, dataset, indices: np.ndarray, *, seed: int, rank: int, world_size: int, shuffle: bool,
-                 neighbors: np.ndarray | None = None):
+                 neighbors: np.ndarray | None = None, groups: np.ndarray | None = None, block: int = 32):
         self.dataset, self.indices, self.neighbors = dataset, np.asarray(indices), neighbors
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+        self.groups, self.block = groups, max(1, block)
 
     def _cell(self, i: int) -> dict:
         cell = self.dataset[i]
         if self.neighbors is not None:
             cell["neighbor_bin_ids"] = [self.dataset[int(j)]["bin_ids"] for j in self.neighbors[i]]
+        if self.groups is not None:
+            cell["group"] = int(self.groups[i])
         return cell
 
-    def __call__(self, epoch: int) -> Iterator[dict]:
-        idx = self.indices
-        if self.shuffle:
-            idx = np.random.default_rng([self.seed, epoch]).permutation(idx)
+    def _order(self, epoch: int) -> np.ndarray:
+        """This rank and worker's cells for ``epoch``."""
         worker, n_workers = _worker()
-        for i in idx[self.rank :: self.world_size][worker::n_workers]:
+        idx = self.indices
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.groups is None:
+            idx = rng.permutation(idx) if self.shuffle else idx
+            return idx[self.rank :: self.world_size][worker::n_workers]
+        blocks = []
+        for g in np.unique(self.groups[idx]):
+            members = idx[self.groups[idx] == g]
+            members = rng.permutation(members) if self.shuffle else members
+            blocks += [members[i : i + self.block] for i in range(0, len(members), self.block)]
+        if self.shuffle:
+            blocks = [blocks[i] for i in rng.permutation(len(blocks))]
+        mine = blocks[self.rank :: self.world_size][worker::n_workers]
+        return np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+
+    def __call__(self, epoch: int) -> Iterator[dict]:
+        for i in self._order(epoch):
             yield self._cell(int(i))
 
 
@@ -103,6 +125,10 @@ class AtacformerDataModule(L.LightningDataModule):
         Corpus folder(s) for validation (corpus inputs only; an AnnData is split by ``val_fraction``).
     max_tokens_per_batch, batch_size
         Pack cells until this many tokens per batch (per rank), or use a fixed number of cells.
+    batch_key
+        ``obs`` column of an AnnData input naming each cell's sample or dataset: every training batch
+        then holds cells of one group (so the contrastive loss contrasts cells of the same dataset, not
+        datasets with each other), and the contrastive neighbours are found within each group.
     """
 
     def __init__(
@@ -118,6 +144,7 @@ class AtacformerDataModule(L.LightningDataModule):
         label_columns: Sequence[str] = LABEL_COLUMNS,
         num_workers: int = 0,
         shuffle_buffer: int = 1024,
+        batch_key: str | None = None,
         seed: int = 0,
     ):
         super().__init__()
@@ -151,8 +178,23 @@ class AtacformerDataModule(L.LightningDataModule):
             for c in self.corpora[1:] + self.val_corpora:
                 self.vocab.check_data({"genome": c.info.genome, "bin_size": c.info.bin_size}, what=str(c.path))
             self.label_names = _union_labels(self.corpora + self.val_corpora, label_columns)
+        self.groups = self._group_codes(batch_key)
         self.train_idx, self.val_idx = self._split()
         self.rank, self.world_size, self.skip_batches = 0, 1, 0
+
+    def _group_codes(self, batch_key: str | None) -> np.ndarray | None:
+        if batch_key is None:
+            return None
+        if self.adata is None:
+            raise ValueError("batch_key needs an AnnData / .h5ad input (a corpus has no obs columns)")
+        if batch_key not in self.adata.obs:
+            raise ValueError(f"batch_key {batch_key!r} is not an obs column (have: {list(self.adata.obs.columns)})")
+        values = self.adata.obs[batch_key]
+        if values.isna().any():
+            raise ValueError(f"obs[{batch_key!r}] has {int(values.isna().sum())} missing values")
+        codes, names = pd.factorize(values.astype(str), sort=True)
+        log.info("batches drawn from one %s at a time: %d groups (%s)", batch_key, len(names), ", ".join(names[:5]))
+        return codes.astype(np.int64)
 
     def _split(self) -> tuple[np.ndarray | None, np.ndarray | None]:
         if self.adata is None:
@@ -171,7 +213,7 @@ class AtacformerDataModule(L.LightningDataModule):
         opts = dict(seed=self.seed, rank=self.rank, world_size=self.world_size, shuffle=train)
         if self.adata is not None:
             return _AnnDataSource(self._cells, self.train_idx if train else self.val_idx, neighbors=self._neighbors(),
-                                  **opts)
+                                  groups=self.groups, block=self._block(), **opts)
         return _CorpusSource(self.corpora if train else self.val_corpora, self.label_names,
                              shuffle_buffer=self.shuffle_buffer, **opts)
 
@@ -179,7 +221,18 @@ class AtacformerDataModule(L.LightningDataModule):
     def _neighbor_table(self) -> np.ndarray:
         log.info("contrastive views: %d nearest neighbours (%s) of %d cells", self.n_neighbors, self.neighbor_method,
                  len(self._cells))
-        return cell_neighbors(self._cells.X, self.n_neighbors, method=self.neighbor_method, seed=self.seed)
+        if self.groups is None:
+            return cell_neighbors(self._cells.X, self.n_neighbors, method=self.neighbor_method, seed=self.seed)
+        return grouped_neighbors(self._cells.X, self.groups, self.n_neighbors, method=self.neighbor_method,
+                                 seed=self.seed)
+
+    def _block(self) -> int:
+        """Cells per single-group block of a grouped epoch: one batch (``batch_size``), or the cells that
+        fill the token budget at the mean sentence length."""
+        if self.batch_size is not None:
+            return self.batch_size
+        mean_len = 1 + float(np.diff(self._cells.X.indptr).mean()) + self.vocab.n_chroms
+        return max(1, int(self.max_tokens // min(mean_len, self.max_length)))
 
     def _neighbors(self) -> np.ndarray | None:
         """Neighbour table (computed once) when the contrastive views add neighbour bins, else None."""
@@ -205,7 +258,8 @@ class AtacformerDataModule(L.LightningDataModule):
         stream = PackedBatchStream(
             self._source(train), collate, n_chroms=self.vocab.n_chroms, max_length=self.max_length,
             max_tokens=self.max_tokens, batch_size=self.batch_size, seed=self.seed + (0 if train else 1),
-            rank=self.rank, endless=train, shuffle_buffer=self.shuffle_buffer if train else 0,
+            rank=self.rank, endless=train,
+            shuffle_buffer=self.shuffle_buffer if train and self.groups is None else 0,  # keep the blocks
             skip_batches=self.skip_batches if train else 0,
         )
         return ResumingLoader(stream, batch_size=None, num_workers=self._n_workers(train),

@@ -137,6 +137,7 @@ def pretrain(
     weight_decay: float = 0.05,
     max_tokens_per_batch: int | None = 16384,
     batch_size: int | None = None,
+    batch_key: str | None = None,
     accumulate_grad_batches: int = 1,
     gradient_clip_val: float | None = 1.0,
     val_inputs: Sequence[str | Path] | None = None,
@@ -160,6 +161,8 @@ def pretrain(
     masks, dropout and optimizer state, so the losses after the checkpoint equal those of an
     uninterrupted run. On GPU the step runs under bf16 autocast (``precision="bf16-mixed"``).
     Scale out with ``devices``/``num_nodes``/``strategy="ddp"|"fsdp"``; every rank reads its own shards.
+    ``batch_key`` (AnnData input): an ``obs`` column of samples/datasets; each training batch then holds
+    one of them, so the contrastive loss separates cells within a dataset rather than datasets.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +172,7 @@ def pretrain(
 
     data = AtacformerDataModule(
         inputs, val_inputs=val_inputs, val_fraction=val_fraction, max_tokens_per_batch=max_tokens_per_batch,
-        batch_size=batch_size, num_workers=num_workers, seed=seed)
+        batch_size=batch_size, num_workers=num_workers, batch_key=batch_key, seed=seed)
     if ckpt_path is not None:  # the checkpoint's architecture wins over preset/overrides
         saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)["hyper_parameters"]["config"]
         config = AtacformerConfig.from_dict(saved)

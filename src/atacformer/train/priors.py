@@ -78,9 +78,26 @@ def cell_neighbors(X: sp.spmatrix, k: int, *, method: str = "tfidf", n_comps: in
         n_comps = min(n_comps, X.shape[0] - 3, X.shape[1] - 2)
         (lsi if method == "lsi" else spectral)(tmp, n_comps=n_comps, seed=seed, key_added="rep")
         rep = tmp.obsm["rep"]
-    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute").fit(rep)
-    idx = nn.kneighbors(return_distance=False)  # (n, k) without the query point itself
-    return idx[:, :k]
+    nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(rep)
+    return nn.kneighbors(return_distance=False)  # (n, k): without X, each point's neighbours exclude itself
+
+
+def grouped_neighbors(X: sp.spmatrix, groups: np.ndarray, k: int, *, method: str = "tfidf", n_comps: int = 30,
+                      seed: int = 0) -> np.ndarray:
+    """(n_cells, k) nearest neighbours of each cell among the cells of its own group (:func:`cell_neighbors`
+    on each group). A group of fewer than k + 1 cells repeats its neighbours to fill k columns (a cell
+    alone is its own neighbour); groups of fewer than 8 cells use ``"tfidf"`` (too few for an embedding)."""
+    X = sp.csr_matrix(X)
+    out = np.empty((X.shape[0], k), dtype=np.int64)
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        if len(members) == 1:
+            out[members] = members[0]
+            continue
+        m = method if len(members) >= 8 else "tfidf"
+        local = cell_neighbors(X[members], k, method=m, n_comps=n_comps, seed=seed)  # (n_g, min(k, n_g - 1))
+        out[members] = members[local[:, np.arange(k) % local.shape[1]]]  # cycle to k columns
+    return out
 
 
 def svd_bin_embeddings(X: sp.spmatrix, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

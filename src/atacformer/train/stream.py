@@ -32,14 +32,16 @@ def group_cells(
 ) -> Iterator[list[dict]]:
     """Group cells into batches: pack until ``max_tokens`` tokens (token budget) or ``batch_size`` cells.
 
-    A cell longer than the whole budget still forms a batch of its own."""
+    A cell longer than the whole budget still forms a batch of its own. Cells that carry a ``"group"``
+    (``batch_key``) end the batch when the group changes: a batch never mixes groups."""
     if (max_tokens is None) == (batch_size is None):
         raise ValueError("give exactly one of max_tokens (token budget) or batch_size (cells per batch)")
     group: list[dict] = []
     tokens = 0
     for cell in cells:
         n = sentence_length(cell, n_chroms, max_length)
-        if group and ((max_tokens is not None and tokens + n > max_tokens) or len(group) == batch_size):
+        if group and ((max_tokens is not None and tokens + n > max_tokens) or len(group) == batch_size
+                      or cell.get("group") != group[0].get("group")):
             yield group
             group, tokens = [], 0
         group.append(cell)

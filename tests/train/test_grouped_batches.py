@@ -1,0 +1,83 @@
+"""``batch_key``: pretraining batches that hold one sample/dataset each, neighbours found within it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from atacformer.genome import Genome
+from atacformer.train import AtacformerDataModule, pretrain, read_metrics
+from atacformer.train.priors import grouped_neighbors
+from atacformer.train.stream import group_cells
+
+from .conftest import TOY_SIZES, binned_adata
+
+
+def _two_datasets(n_a: int = 30, n_b: int = 18, seed: int = 0):
+    """Dataset "a" opens only bins of chr1, dataset "b" only bins of chr2 (no overlap)."""
+    bins = Genome.from_chrom_sizes(TOY_SIZES, name="toy").bins(5000)
+    rng = np.random.default_rng(seed)
+    n = n_a + n_b
+    X = np.zeros((n, bins.n_bins), dtype=np.float32)
+    X[:n_a, :120] = rng.random((n_a, 120)) < 0.3
+    X[n_a:, 120:] = rng.random((n_b, 80)) < 0.3
+    obs = pd.DataFrame({"dataset": ["a"] * n_a + ["b"] * n_b}, index=[f"c{i}" for i in range(n)])
+    return binned_adata(sp.csr_matrix(X), bins, obs)
+
+
+def test_group_cells_ends_a_batch_when_the_group_changes():
+    cells = [{"bin_ids": np.arange(3), "group": g} for g in [0, 0, 0, 1, 1, 0, 0, 0, 0, 0]]
+    sizes = [[c["group"] for c in b] for b in group_cells(iter(cells), n_chroms=1, max_length=50, max_tokens=None,
+                                                          batch_size=4)]
+    assert sizes == [[0, 0, 0], [1, 1], [0, 0, 0, 0], [0]]
+
+
+def test_grouped_neighbors_stay_in_their_group_and_fill_k_columns():
+    adata = _two_datasets(30, 3)
+    groups = np.r_[np.zeros(30, int), np.ones(3, int)]
+    groups_with_single = np.r_[groups[:-1], 2]  # the last cell alone in group 2
+    nb = grouped_neighbors(adata.X, groups_with_single, 5, method="spectral")
+    assert nb.shape == (33, 5)
+    assert (groups_with_single[nb] == groups_with_single[:, None]).all()
+    assert (nb[:30] != np.arange(30)[:, None]).all()  # not itself when the group is large enough
+    assert set(nb[30]) == {31} and set(nb[31]) == {30}  # a pair: each other, repeated to 5 columns
+    assert (nb[32] == 32).all()  # alone: itself
+
+
+def test_every_batch_holds_one_dataset_and_an_epoch_covers_every_cell():
+    adata = _two_datasets()
+    dm = AtacformerDataModule(adata, batch_size=4, val_fraction=0.0, batch_key="dataset", seed=2)
+    dm.contrastive_drop, dm.contrastive_neighbor_add = 0.5, 1.0
+    first_chr2 = dm.vocab.bin_offset + 120
+    kinds = []
+    for _, batch in zip(range(24), dm.train_dataloader()):
+        bins = batch.input_ids[batch.input_ids >= dm.vocab.bin_offset]
+        kinds.append({"a" if (bins < first_chr2).all() else "b" if (bins >= first_chr2).all() else "mixed"})
+    assert all(len(k) == 1 and "mixed" not in k for k in kinds)  # views too: neighbours are from the same dataset
+    assert {"a"} in kinds and {"b"} in kinds
+    source = dm._source(train=True)
+    for epoch in range(2):
+        assert sorted(c["row"] for c in source(epoch)) == list(range(adata.n_obs))
+    mixed = AtacformerDataModule(adata, batch_size=4, val_fraction=0.0, seed=2)  # without batch_key batches mix
+    assert any(len(set(b.input_ids[b.input_ids >= mixed.vocab.bin_offset].ge(first_chr2).tolist())) == 2
+               for _, b in zip(range(12), mixed.train_dataloader()))
+
+
+def test_batch_key_errors():
+    adata = _two_datasets()
+    with pytest.raises(ValueError, match="'donor' is not an obs column"):
+        AtacformerDataModule(adata, batch_key="donor")
+    adata.obs.loc["c0", "dataset"] = np.nan
+    with pytest.raises(ValueError, match="1 missing values"):
+        AtacformerDataModule(adata, batch_key="dataset")
+
+
+def test_pretrain_with_batch_key_trains_and_resumes_exactly(tmp_path, one_thread):
+    adata = _two_datasets()
+    kw = {"preset": "tiny", "log_every_n_steps": 1, "progress_bar": False, "warmup_steps": 2, "lr": 2e-3,
+          "max_steps": 4, "ckpt_every_n_steps": 2, "batch_size": 8, "val_fraction": 0.0, "batch_key": "dataset",
+          "overrides": {"contrastive_weight": 1.0, "contrastive_neighbor_add": 0.5}}
+    pretrain(adata, out_dir=tmp_path / "full", **kw)
+    pretrain(adata, out_dir=tmp_path / "res", resume=tmp_path / "full" / "checkpoints" / "step=2.ckpt", **kw)
+    a, b = read_metrics(tmp_path / "full" / "logs"), read_metrics(tmp_path / "res" / "logs")
+    np.testing.assert_array_equal(a[a["step"] >= 2]["train/loss"].to_numpy(), b["train/loss"].to_numpy())
