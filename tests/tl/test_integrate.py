@@ -24,7 +24,10 @@ def test_integrate_writes_embedding_and_leaves_model(model):
     assert emb.shape == (adata.n_obs, model.config.d_model) and np.isfinite(emb).all()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert any(not torch.equal(before[k], v) for k, v in corrected.state_dict().items())
-    np.testing.assert_allclose(embed_cells(corrected, cell_dicts(adata, corrected)), emb, atol=1e-5)
+    np.testing.assert_allclose(embed_cells(corrected, cell_dicts(adata, corrected)),
+                               adata.obsm["X_atacformer_integrated_model"], atol=1e-5)  # the model's own output
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1)[adata.obs["donor"] == "d1"], 1.0, atol=1e-5)  # reference
+    assert adata.uns["atacformer_integrate"]["mnn_correct"]["batches"]["d2"]["pairs"] > 0
     hist = adata.uns["atacformer_integrate"]["history"]
     assert len(hist) == 3 and (hist["discriminator_accuracy"].between(0, 1)).all()
     with pytest.raises(ValueError, match="single batch"):
@@ -65,13 +68,14 @@ def test_integrate_with_mnn_views_mixes_batches():
     adata = toy_adata(batch_shift=True)
     model = toy_model(contrastive_weight=1.0, contrastive_drop=0.5)
     before = embed_cells(model, cell_dicts(adata, model))
-    integrate(adata, model, batch_key="donor", epochs=6, lr=3e-3, mnn_k=5)
+    integrate(adata, model, batch_key="donor", epochs=6, lr=3e-3, mnn_k=5, correct=False)
     hist = adata.uns["atacformer_integrate"]["history"]
     assert (hist["mnn_pairs"] > 0).all() and (hist["contrastive_loss"] > 0).all()
     after = adata.obsm["X_atacformer_integrated"]
     batch = adata.obs["donor"]
     plain = toy_adata(batch_shift=True)  # same data, masked-bin loss only
-    integrate(plain, model, batch_key="donor", epochs=6, lr=3e-3, contrastive_weight=0.0, adversary_weight=0.0)
+    integrate(plain, model, batch_key="donor", epochs=6, lr=3e-3, contrastive_weight=0.0, adversary_weight=0.0,
+              correct=False)
     mixed = ilisi(after, batch, perplexity=10)
     assert mixed > ilisi(before, batch, perplexity=10) + 0.08
     assert mixed > ilisi(plain.obsm["X_atacformer_integrated"], batch, perplexity=10)

@@ -68,6 +68,8 @@ def register(subparsers) -> None:
     p.add_argument("--save-model", help="also save the corrected model to this folder")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--adversary-weight", type=float, default=1.0)
+    p.add_argument("--no-correct", action="store_true", help="skip the final MNN correction (model output only)")
+    p.add_argument("--reference-batch", default=None, help="batch the others are corrected toward (default: largest)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_integrate)
 
@@ -137,7 +139,8 @@ def _integrate(args: argparse.Namespace) -> int:
 
     adata = _read(args.input)
     corrected = integrate(adata, _model(args.model), batch_key=args.batch_key, epochs=args.epochs,
-                          adversary_weight=args.adversary_weight, seed=args.seed)
+                          adversary_weight=args.adversary_weight, correct=not args.no_correct,
+                          reference_batch=args.reference_batch, seed=args.seed)
     emb = adata.obsm["X_atacformer_integrated"]
     print(f"iLISI of the corrected embedding: {ilisi(emb, adata.obs[args.batch_key]):.3f}")
     if args.save_model:

@@ -4,7 +4,7 @@ Steps: ingest PBSmall fragments and the hemato 10x peak matrix (re-binned to 5 k
 the ``tiny`` preset on both, without labels → embed → Leiden with as many clusters as labels, scored
 against the labels beside TF-IDF+LSI and spectral baselines on the same bins → fine-tune cell-type
 annotation on one hemato donor and predict the other → adversarial batch correction across the two
-donors → ``report.html`` + ``metrics.json``/``metrics.md`` with UMAPs, tables, curves and timings.
+donors (+ MNN correction) → ``report.html`` + ``metrics.json``/``metrics.md`` with UMAPs, tables, curves and timings.
 """
 
 from __future__ import annotations
@@ -167,7 +167,8 @@ def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0, settings
     with timer("integrate"):
         integrate(hem, model, batch_key="donor", epochs=s.integrate_epochs, batch_size=s.batch_size,
                   state0_sample_rate=s.state0_sample_rate, seed=seed, key_added="X_atacformer_integrated")
-        t_int = evaluate(hem, reps={"atacformer integrated": "X_atacformer_integrated"}, labels_key="cell_type",
+        t_int = evaluate(hem, reps={"atacformer integrated": "X_atacformer_integrated",
+                                    "atacformer adversarial only": "X_atacformer_integrated_model"}, labels_key="cell_type",
                          batch_key="donor", reference_batch=REFERENCE_DONOR, seed=seed, key_added="integrated_eval")
         t_hem = pd.concat([t_hem, t_int])
 

@@ -68,7 +68,9 @@ def build_report(out: Path, *, t_hem, t_pbs, facts: dict, u_hem: dict, u_pbs: di
     r.image(body, curves["fine-tuning"], root=out, alt="fine-tuning curve")
     body = r.section("Integration")
     r.text(body, "Adversarial fine-tuning (batch discriminator behind gradient reversal on <cls>, masked-bin "
-                 "objective kept) across the two hemato donors.")
+                 "and MNN-view contrastive objectives kept) across the two hemato donors, then the label-free MNN "
+                 "correction of the fine-tuned embedding toward the larger donor ('atacformer integrated'); "
+                 "'atacformer adversarial only' is the fine-tuned model's output before that correction.")
     r.table(body, t_hem[[c for c in _BATCH_COLS if c in t_hem]], caption="batch mixing and label conservation")
     r.image(body, curves["integration"], root=out, alt="integration curve")
     body = r.section("Timings")

@@ -6,6 +6,10 @@ the encoder keeps modelling accessibility but learns to hide which batch a cell 
 :func:`map_query` places query cells in a reference's embedding space and transfers labels by kNN
 (optionally after a query-only fine-tune of a learned input offset, all reference weights frozen,
 in the spirit of scArches).
+
+The adversarial fine-tune alone moves batch mixing (iLISI) by less than the seed-to-seed noise on
+real donors (benchmarks/RESULTS.md), so by default :func:`integrate` finishes with the label-free MNN
+correction of :mod:`atacformer.tl.mnn` on the fine-tuned embedding.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import nn
 from ..metrics.labels import knn_predict
 from ..models import Atacformer
 from ._torch import batches, cell_dicts, embed_cells, freeze, label_codes
+from .mnn import mnn_pairs, mnn_shift
 
 log = logging.getLogger(__name__)
 
@@ -55,31 +60,6 @@ class BatchDiscriminator(nn.Module):
         return self.net(cls)  # (B, n_batches)
 
 
-def mnn_pairs(X: np.ndarray, batch, *, k: int = 10) -> np.ndarray:
-    """Mutual nearest neighbours across batches (Haghverdi et al. 2018): (n_pairs, 2) cell indices (i, j),
-    ``batch[i] != batch[j]``, j among the ``k`` nearest cells of ``batch[j]`` to i (cosine) and vice versa.
-    Each unordered pair appears once per direction."""
-    X = np.asarray(X, dtype=np.float64)
-    X = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-    batch = np.asarray(batch).astype(str)
-    groups = {b: np.flatnonzero(batch == b) for b in np.unique(batch)}
-    pairs = []
-    for a, ia in groups.items():
-        for b, ib in groups.items():
-            if a >= b:
-                continue
-            ka, kb = min(k, len(ib)), min(k, len(ia))
-            nn_ab = np.argsort(-(X[ia] @ X[ib].T), axis=1)[:, :ka]  # (n_a, ka) positions in ib
-            nn_ba = np.argsort(-(X[ib] @ X[ia].T), axis=1)[:, :kb]  # (n_b, kb) positions in ia
-            back = np.zeros((len(ib), len(ia)), dtype=bool)
-            back[np.repeat(np.arange(len(ib)), kb), nn_ba.ravel()] = True
-            rows = np.repeat(np.arange(len(ia)), ka)
-            mutual = back[nn_ab.ravel(), rows]
-            p = np.stack([ia[rows[mutual]], ib[nn_ab.ravel()[mutual]]], 1)
-            pairs += [p, p[:, ::-1]]
-    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
-
-
 def _with_partners(cells: list[dict], pairs: np.ndarray) -> list[dict]:
     """Cells with ``neighbor_bin_ids`` = the open bins of their MNN partners; one is drawn per view
     (cells without a partner get none)."""
@@ -100,6 +80,9 @@ def integrate(
     adversary_weight: float = 1.0,
     contrastive_weight: float | None = None,
     mnn_k: int = 5,
+    correct: bool = True,
+    correct_k: int = 20,
+    reference_batch: str | None = None,
     mask_fraction: float = 0.15,
     batch_size: int = 32,
     state0_sample_rate: float | None = 0.05,
@@ -117,12 +100,20 @@ def integrate(
     mutual nearest neighbours in the other batches (``mnn_k`` neighbours each way, cosine on the
     current <cls> embedding, recomputed every epoch) as in scDML/Portal-style contrastive integration:
     matching populations are pulled together without labels. History (state/contrastive loss,
-    discriminator loss/accuracy, MNN pairs per epoch) in ``uns["atacformer_integrate"]``."""
+    discriminator loss/accuracy, MNN pairs per epoch) in ``uns["atacformer_integrate"]``.
+
+    ``correct=True`` (default) then applies the MNN correction (:func:`~atacformer.tl.mnn_correct`) to the fine-tuned
+    embedding (``correct_k`` mutual neighbours, toward ``reference_batch``, default the largest batch):
+    ``obsm[key_added]`` holds unit-length vectors, the other batches moved onto the reference; the
+    fine-tuned model's own output goes to ``obsm[key_added + "_model"]``. ``correct=False`` writes the
+    model's output to ``obsm[key_added]`` only."""
     if batch_key not in adata.obs:
         raise ValueError(f"adata.obs has no {batch_key!r} column")
     names = sorted(adata.obs[batch_key].astype(str).unique())
     if len(names) < 2:
         raise ValueError(f"obs[{batch_key!r}] has a single batch ({names}); nothing to integrate")
+    if reference_batch is not None and reference_batch not in names:
+        raise ValueError(f"reference_batch {reference_batch!r} is not in obs[{batch_key!r}] ({names})")
     cw = model.config.contrastive_weight if contrastive_weight is None else contrastive_weight
     if cw > 0 and model.contrastive_head is None:
         raise ValueError("contrastive_weight > 0 needs a model pretrained with the contrastive objective")
@@ -176,9 +167,14 @@ def integrate(
     for p in corrected.parameters():
         p.requires_grad_(True)
     corrected.eval()
-    adata.obsm[key_added] = embed_cells(corrected, cells)
-    adata.uns["atacformer_integrate"] = {"history": pd.DataFrame(history), "batches": names, "batch_key": batch_key,
-                                         "contrastive_weight": cw, "mnn_k": mnn_k}
+    emb = embed_cells(corrected, cells)
+    info = {"history": pd.DataFrame(history), "batches": names, "batch_key": batch_key, "contrastive_weight": cw,
+            "mnn_k": mnn_k, "correct": correct}
+    if correct:
+        adata.obsm[f"{key_added}_model"] = emb
+        emb, info["mnn_correct"] = mnn_shift(emb, batch, reference=reference_batch, k=correct_k)
+    adata.obsm[key_added] = emb
+    adata.uns["atacformer_integrate"] = info
     return corrected
 
 
