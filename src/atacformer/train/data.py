@@ -219,8 +219,8 @@ class AtacformerDataModule(L.LightningDataModule):
 
     @functools.cached_property
     def _neighbor_table(self) -> np.ndarray:
-        log.info("contrastive views: %d nearest neighbours (%s) of %d cells", self.n_neighbors, self.neighbor_method,
-                 len(self._cells))
+        log.info("contrastive views: %d nearest neighbours (%s) of %d cells%s", self.n_neighbors, self.neighbor_method,
+                 len(self._cells), "" if self.groups is None else f", within {self.groups.max() + 1} groups")
         if self.groups is None:
             return cell_neighbors(self._cells.X, self.n_neighbors, method=self.neighbor_method, seed=self.seed)
         return grouped_neighbors(self._cells.X, self.groups, self.n_neighbors, method=self.neighbor_method,
