@@ -38,6 +38,7 @@ def test_reference_batch_is_kept_and_checked():
     X, batch, _ = _shifted_clusters()
     out, facts = mnn_shift(X, batch, reference="b", k=10)
     unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    assert facts["reference"] == "b" and set(facts["batches"]) == {"a"}
     np.testing.assert_allclose(out[batch == "b"], unit[batch == "b"], atol=1e-6)
     assert not np.allclose(out[batch == "a"], unit[batch == "a"])
     with pytest.raises(ValueError, match="reference batch 'c'"):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from anndata import AnnData
 import scipy.sparse as sp
+from anndata import AnnData
 from sklearn.neighbors import NearestNeighbors
 
 log = logging.getLogger(__name__)
