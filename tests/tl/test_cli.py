@@ -30,9 +30,15 @@ def test_finetune_annotate_map_integrate(tmp_path, capsys):
                  "--model", str(tmp_path / "model"), "-o", str(tmp_path / "mapped.h5ad"), "-k", "5"]) == 0
     assert "atacformer_mapped_uncertainty" in ad.read_h5ad(tmp_path / "mapped.h5ad").obs
     assert main(["integrate", str(tmp_path / "ref.h5ad"), "--model", str(tmp_path / "model"), "--batch-key", "donor",
-                 "-o", str(tmp_path / "int.h5ad"), "--epochs", "1", "--save-model", str(tmp_path / "corr")]) == 0
-    assert ad.read_h5ad(tmp_path / "int.h5ad").obsm["X_atacformer_integrated"].shape == (90, 32)
+                 "-o", str(tmp_path / "int.h5ad"), "--epochs", "1", "--save-model", str(tmp_path / "corr"),
+                 "--reference-batch", "d2"]) == 0
+    integrated = ad.read_h5ad(tmp_path / "int.h5ad")
+    assert integrated.obsm["X_atacformer_integrated"].shape == (90, 32)
+    assert integrated.uns["atacformer_integrate"]["mnn_correct"]["reference"] == "d2"  # as asked
     assert (tmp_path / "corr" / "model.safetensors").exists()
+    assert main(["integrate", str(tmp_path / "ref.h5ad"), "--model", str(tmp_path / "model"), "--batch-key", "donor",
+                 "-o", str(tmp_path / "int2.h5ad"), "--epochs", "1", "--no-correct"]) == 0
+    assert "X_atacformer_integrated_model" not in ad.read_h5ad(tmp_path / "int2.h5ad").obsm
     # errors: missing file → exit code 2 with a message, nothing written
     assert main(["annotate", str(tmp_path / "nope.h5ad"), "--model", str(tmp_path / "tuned"),
                  "-o", str(tmp_path / "x.h5ad")]) == 2

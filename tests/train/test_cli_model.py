@@ -38,3 +38,16 @@ def test_cli_rejects_bad_set_and_missing_input(tmp_path, capsys):
         main(["pretrain", "x.h5ad", "--set", "novalue", "-o", str(tmp_path)])
     assert main(["embed", str(tmp_path), str(tmp_path / "missing.h5ad"), "-o", str(tmp_path / "o.h5ad")]) == 2
     assert "missing.h5ad" in capsys.readouterr().err
+
+
+def test_cli_pretrain_batch_key(tmp_path, make_toy, capsys):
+    adata = make_toy(24)
+    adata.obs["sample"] = np.where(np.arange(24) < 12, "s1", "s2")
+    cells = tmp_path / "cells.h5ad"
+    adata.write_h5ad(cells)
+    base = ["pretrain", str(cells), "--set", "n_layers=1", "--set", "contrastive_weight=1.0", "--max-steps", "2",
+            "--batch-size", "6", "--workers", "0", "--accelerator", "cpu", "--no-progress", "--val-fraction", "0"]
+    assert main([*base, "--batch-key", "sample", "-o", str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m" / "model.safetensors").exists()
+    assert main([*base, "--batch-key", "donor", "-o", str(tmp_path / "m2")]) == 2
+    assert "'donor' is not an obs column" in capsys.readouterr().err
