@@ -107,3 +107,24 @@ def test_pretrain_observed_decoder_auto_weights_and_svd_init(tmp_path, make_toy)
     assert torch.equal(resumed.decoder.bins, trained.decoder.bins)
     for k, v in trained.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
+
+
+def test_in_memory_cells_get_the_measured_recipe_and_overrides_win(tmp_path, make_toy):
+    adata = make_toy(24, seed=1)
+    config = build_config(AtacformerDataModule(adata, batch_size=8, val_fraction=0.0), "tiny", None)
+    assert (config.decoder_bins, config.e1_init, config.contrastive_neighbors) == ("observed", "svd", "spectral")
+    assert config.contrastive_weight == 5.0 and config.contrastive_drop == 0.8 and config.dropout == 0.0
+    plain = build_config(AtacformerDataModule(adata, batch_size=8, val_fraction=0.0), "tiny",
+                         {"contrastive_weight": 0.0, "decoder_bins": "all"})
+    assert plain.contrastive_weight == 0.0 and plain.decoder_bins == "all" and plain.dropout == 0.1  # preset's
+    write_corpus(adata, tmp_path / "c", cells_per_shard=12, row_group_size=6, progress=False)
+    streamed = build_config(AtacformerDataModule([tmp_path / "c"], max_tokens_per_batch=512), "tiny", None)
+    assert streamed.contrastive_weight == 0.0 and streamed.e1_init == "random" and streamed.decoder_bins == "all"
+
+
+def test_pretrain_lr_defaults_to_the_presets(tmp_path, make_toy):
+    from atacformer.train import read_metrics
+
+    pretrain(make_toy(16), out_dir=tmp_path / "m", max_steps=2, batch_size=8, warmup_steps=1, ckpt_every_n_steps=10,
+             log_every_n_steps=1, progress_bar=False, val_fraction=0.0)
+    assert read_metrics(tmp_path / "m" / "logs")["train/lr"].dropna().max() == pytest.approx(1e-2)

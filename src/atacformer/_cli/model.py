@@ -30,7 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="override a model config field, e.g. --set n_layers=4 --set state0_sample_rate=0.05")
     p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=None, help="default: 1e-2 for tiny, 3e-4 for small/base")
     p.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of max steps (at most 1000)")
     p.add_argument("--batch-tokens", type=int, default=16384, help="tokens per batch and rank (packing budget)")
     p.add_argument("--batch-size", type=int, default=None, help="cells per batch instead of a token budget")

@@ -17,6 +17,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import anndata as ad
 import lightning as L
@@ -36,6 +37,14 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
+
+# The pretraining method measured in benchmarks/RESULTS.md (issue 5), applied by default to in-memory cells
+# (an AnnData or one .h5ad); any key can be overridden (e.g. contrastive_weight=0 for the masked-bin loss
+# only). Corpus folders keep the config's defaults: neighbours and the SVD need the whole matrix in memory.
+IN_MEMORY_RECIPE = MappingProxyType({
+    "decoder_bins": "observed", "e1_init": "svd", "contrastive_weight": 5.0, "contrastive_drop": 0.8,
+    "contrastive_neighbor_add": 1.0, "contrastive_neighbors": "spectral"})
+DEFAULT_LR = MappingProxyType({"tiny": 1e-2})  # the tiny preset's measured rate; other presets: 3e-4
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -87,10 +96,15 @@ def _resume_path(resume: str | Path | None, out_dir: Path) -> Path | None:
 def build_config(data: AtacformerDataModule, preset: str, overrides: dict | None) -> AtacformerConfig:
     """The model config for this data: preset sizes, the data's vocabulary and label heads, overrides.
 
+    In-memory cells get :data:`IN_MEMORY_RECIPE` under ``overrides`` (dropout 0 when contrastive).
     Data-derived fields: ``n_decoder_bins`` (``decoder_bins="observed"``: bins open in ≥ 1 training cell)
     and ``state_class_weights="auto"`` (the default here) → :func:`balanced_state_weights` of the
     training cells over the decoder's bins."""
     overrides = dict(overrides or {})
+    if data.adata is not None:
+        overrides = {**IN_MEMORY_RECIPE, **overrides}
+        if "dropout" not in overrides and overrides["contrastive_weight"] > 0:
+            overrides["dropout"] = 0.0  # the contrastive views are the augmentation
     weights = overrides.pop("state_class_weights", "auto")
     labels = {}
     if "cell_type" in data.label_names:
@@ -132,7 +146,7 @@ def pretrain(
     preset: str = "tiny",
     overrides: dict | None = None,
     max_steps: int = 1000,
-    lr: float = 3e-4,
+    lr: float | None = None,
     warmup_steps: int | None = None,
     weight_decay: float = 0.05,
     max_tokens_per_batch: int | None = 16384,
@@ -160,6 +174,8 @@ def pretrain(
     ``resume="last"`` (or a checkpoint path) continues a run exactly where it stopped: same batches,
     masks, dropout and optimizer state, so the losses after the checkpoint equal those of an
     uninterrupted run. On GPU the step runs under bf16 autocast (``precision="bf16-mixed"``).
+    ``lr`` defaults to :data:`DEFAULT_LR` of the preset (3e-4 where none is listed). In-memory cells
+    are pretrained with the measured recipe (:data:`IN_MEMORY_RECIPE`; ``overrides`` win).
     Scale out with ``devices``/``num_nodes``/``strategy="ddp"|"fsdp"``; every rank reads its own shards.
     ``batch_key`` (AnnData input): an ``obs`` column of samples/datasets; each training batch then holds
     one of them, so the contrastive loss separates cells within a dataset rather than datasets.
@@ -184,7 +200,8 @@ def pretrain(
         data.contrastive_drop, data.contrastive_neighbor_add = config.contrastive_drop, config.contrastive_neighbor_add
         data.neighbor_method, data.n_neighbors = config.contrastive_neighbors, config.contrastive_n_neighbors
     module = AtacformerModule(
-        config, dna_embeddings=dna_embeddings, lr=lr, weight_decay=weight_decay, max_steps=max_steps, seed=seed,
+        config, dna_embeddings=dna_embeddings, lr=lr if lr is not None else DEFAULT_LR.get(preset, 3e-4),
+        weight_decay=weight_decay, max_steps=max_steps, seed=seed,
         warmup_steps=warmup_steps if warmup_steps is not None else min(1000, max(1, max_steps // 20)))
     if ckpt_path is None:  # a resumed run gets these from its checkpoint
         init_from_data(module.model, data)
