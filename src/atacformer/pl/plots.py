@@ -31,11 +31,13 @@ def umap(
         for j, cat in enumerate(cats.categories):
             m = cats.codes == j
             ax.scatter(xy[m, 0], xy[m, 1], s=s, color=cmap(j % cmap.N), label=cat, linewidths=0)
-        ax.set_title(f"{title}: {key}" if title else key)
+        ax.set_title(key)
         ax.set_xticks([]), ax.set_yticks([])
         # legend below each panel, so long labels never run under the next panel
         ax.legend(fontsize=7, markerscale=2, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.02),
                   ncol=min(3, len(cats.categories)))
+    if title:
+        fig.suptitle(title, y=1.04, fontweight="bold")  # once above the panels (prefixes ran into each other)
     return save(fig, path)
 
 
