@@ -103,8 +103,8 @@ def pretrain_model(pbs: ad.AnnData, hem: ad.AnnData, out: Path, s: DemoSettings)
     overrides = {"decoder_bins": s.decoder_bins, "state0_sample_rate": s.state0_sample_rate,
                  "state_class_weights": "auto" if w is None else (1.0, w, w), "e1_init": s.e1_init,
                  "contrastive_weight": s.contrastive_weight, "contrastive_drop": s.contrastive_drop,
-                 "contrastive_neighbor_add": s.contrastive_neighbor_add, "contrastive_neighbors": s.contrastive_neighbors,
-                 "dropout": 0.0 if s.contrastive_weight > 0 else 0.1}  # the views are the augmentation
+                 "contrastive_neighbor_add": s.contrastive_neighbor_add, "contrastive_neighbors": s.contrastive_neighbors}
+    # (pretrain sets dropout 0 when the contrastive loss is on: the views are the augmentation)
     model = pretrain(cells, out_dir=out / "model", preset="tiny", max_steps=s.pretrain_steps, lr=s.lr,
                      batch_size=s.batch_size, batch_key=s.batch_key, overrides=overrides,
                      val_fraction=0.0, progress_bar=False, log_every_n_steps=max(1, s.pretrain_steps // 50),
