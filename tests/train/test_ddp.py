@@ -32,3 +32,21 @@ def test_ddp_two_ranks_read_own_shards_and_agree(tmp_path, make_toy):
     assert all(len(s) == 1 for s in labels) and labels[0] != labels[1]
     assert all(r["batches"] == 4 and r["cells"] == 16 for r in ranks)
     assert (out / "checkpoints" / "step=2.ckpt").exists()
+
+
+def test_ddp_with_batch_key_on_an_h5ad(tmp_path, make_toy):
+    """In-memory cells with the default recipe (contrastive views, SVD init) and one sample per batch,
+    split into blocks across two ranks: both ranks train and end with identical weights."""
+    adata = make_toy(48, seed=6)
+    adata.obs["sample"] = ["s1"] * 30 + ["s2"] * 18
+    adata.write_h5ad(tmp_path / "cells.h5ad")
+    out = tmp_path / "model"
+    cmd = [sys.executable, "-m", "atacformer", "pretrain", str(tmp_path / "cells.h5ad"), "-o", str(out),
+           "--batch-key", "sample", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--max-steps", "3",
+           "--batch-size", "4", "--workers", "0", "--val-fraction", "0", "--no-progress", "--seed", "1"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = json.loads((out / "logs" / "ranks.json").read_text())
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
+    assert all(r["batches"] == 3 for r in ranks)
+    assert Atacformer.from_pretrained(out).config.contrastive_weight == 5.0
