@@ -25,6 +25,7 @@ from ._torch import (
     label_codes,
     state_dict_copy,
 )
+from .mnn import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -209,12 +210,7 @@ def knn_probs(ref_X: np.ndarray, ref_codes: np.ndarray, query_X: np.ndarray, n_c
     """Share of each class among the ``k`` nearest reference cells (cosine), (n_query, n_classes).
     Reference cells with code -1 (missing or unknown label) are ignored."""
     ok = ref_codes >= 0
-    return knn_votes(_unit(ref_X[ok]), ref_codes[ok], _unit(query_X), n_classes, k=k)
-
-
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    return knn_votes(unit_rows(ref_X[ok]), ref_codes[ok], unit_rows(query_X), n_classes, k=k)
 
 
 def annotate(

@@ -18,7 +18,8 @@ from sklearn.neighbors import NearestNeighbors
 log = logging.getLogger(__name__)
 
 
-def _unit(X: np.ndarray) -> np.ndarray:
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float64; zero rows stay zero)."""
     X = np.asarray(X, dtype=np.float64)
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
@@ -33,7 +34,7 @@ def mnn_pairs(X: np.ndarray, batch, *, k: int = 10) -> np.ndarray:
     """Mutual nearest neighbours across batches: (n_pairs, 2) cell indices (i, j), ``batch[i] != batch[j]``,
     j among the ``k`` nearest cells of ``batch[j]`` to i (cosine) and vice versa. Each unordered pair
     appears once per direction."""
-    X = _unit(X)
+    X = unit_rows(X)
     batch = np.asarray(batch).astype(str)
     groups = {b: np.flatnonzero(batch == b) for b in np.unique(batch)}
     pairs = []
@@ -64,7 +65,7 @@ def mnn_shift(X: np.ndarray, batch, *, reference: str | None = None, k: int = 20
     correction-vector length (a scale taken from the data, no tuned constant). Reference cells stay
     put. ``reference`` defaults to the largest batch. Returns (corrected (n, d) float32, facts per batch:
     pairs, σ). A batch without MNN pairs with the reference is left uncorrected (logged)."""
-    Xu = _unit(X)
+    Xu = unit_rows(X)
     batch = np.asarray(batch).astype(str)
     names, counts = np.unique(batch, return_counts=True)
     ref = reference if reference is not None else str(names[np.argmax(counts)])
