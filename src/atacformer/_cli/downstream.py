@@ -29,48 +29,66 @@ def _write(adata, path: str) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("finetune", help="fine-tune the <cls> cell-type head on labelled cells")
+    from ..train import FinetuneRecipe, IntegrateRecipe
+
+    fr, ir = FinetuneRecipe(), IntegrateRecipe()
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = subparsers.add_parser("finetune", help="fine-tune the <cls> cell-type head on labelled cells",
+                              description="Fine-tune a copy of a pretrained model to predict a label column "
+                                          "(atacformer.train.FinetuneRecipe), early-stopped on a validation split.",
+                              formatter_class=fmt)
     p.add_argument("input", help="cells × bins .h5ad with labels")
     p.add_argument("--model", required=True, help="pretrained model folder")
-    p.add_argument("-o", "--output", required=True, help="folder for the fine-tuned model")
-    p.add_argument("--labels-key", default="cell_type")
-    p.add_argument("--organ-key")
-    p.add_argument("--batch-key", help="stratify the validation split by this obs column too")
+    p.add_argument("-o", "--output", required=True, help="folder for the fine-tuned model (+ checkpoints/, logs/)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model in the output folder")
+    p.add_argument("--labels-key", default="cell_type", help="obs column to predict")
+    p.add_argument("--organ-key", help="obs column of a second (organ/tissue) head")
+    p.add_argument("--stratify-key", help="obs column (e.g. donor) to stratify the validation split by, too")
     p.add_argument("--trainable-layers", type=int, help="train only the last N encoder layers (default all)")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=fr.epochs, help="at most this many epochs")
+    p.add_argument("--lr", type=float, default=fr.optimizer.lr, help="learning rate")
+    p.add_argument("--resume", default=None, help="'last' or a checkpoint of an interrupted fine-tune")
+    p.add_argument("--seed", type=int, default=fr.seed, help="random seed")
     p.set_defaults(func=_finetune)
 
-    p = subparsers.add_parser("annotate", help="predict cell types with a fine-tuned model")
-    p.add_argument("input")
-    p.add_argument("--model", required=True)
+    p = subparsers.add_parser("annotate", help="predict cell types with a fine-tuned model",
+                              description="Predict labels with the <cls> head of a fine-tuned model.",
+                              formatter_class=fmt)
+    p.add_argument("input", help="cells × bins .h5ad")
+    p.add_argument("--model", required=True, help="fine-tuned model folder")
     p.add_argument("-o", "--output", required=True, help="output .h5ad")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--threshold", type=float, default=0.5, help='confidence below this → "unknown"')
-    p.add_argument("--key-added", default="atacformer_label")
+    p.add_argument("--key-added", default="atacformer_label", help="obs column of the labels")
     p.set_defaults(func=_annotate)
 
-    p = subparsers.add_parser("map", help="map query cells onto a labelled reference (kNN label transfer)")
-    p.add_argument("query")
+    p = subparsers.add_parser("map", help="map query cells onto a labelled reference (kNN label transfer)",
+                              description="Embed query cells with the reference model and transfer labels by kNN.",
+                              formatter_class=fmt)
+    p.add_argument("query", help="query cells × bins .h5ad")
     p.add_argument("--reference", required=True, help="labelled reference .h5ad")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="reference model folder")
     p.add_argument("-o", "--output", required=True, help="output query .h5ad")
-    p.add_argument("--labels-key", default="cell_type")
-    p.add_argument("-k", type=int, default=15)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--labels-key", default="cell_type", help="reference obs column to transfer")
+    p.add_argument("--n-neighbors", type=int, default=15, help="reference neighbours per vote")
     p.add_argument("--query-epochs", type=int, default=0, help="query-only fine-tune epochs (reference frozen)")
     p.set_defaults(func=_map)
 
-    p = subparsers.add_parser("integrate", help="adversarial batch correction; writes a corrected embedding")
-    p.add_argument("input")
-    p.add_argument("--model", required=True)
-    p.add_argument("--batch-key", required=True)
+    p = subparsers.add_parser("integrate", help="adversarial batch correction; writes a corrected embedding",
+                              description="Batch-correct cell embeddings across an obs column "
+                                          "(atacformer.train.IntegrateRecipe).", formatter_class=fmt)
+    p.add_argument("input", help="cells × bins .h5ad")
+    p.add_argument("--model", required=True, help="pretrained model folder")
+    p.add_argument("--batch-key", required=True, help="obs column of the batches to mix")
     p.add_argument("-o", "--output", required=True, help="output .h5ad (obsm['X_atacformer_integrated'])")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--save-model", help="also save the corrected model to this folder")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--adversary-weight", type=float, default=1.0)
+    p.add_argument("--epochs", type=int, default=ir.epochs, help="epochs")
+    p.add_argument("--adversary-weight", type=float, default=ir.adversary_weight, help="reversed-gradient scale")
     p.add_argument("--no-correct", action="store_true", help="skip the final MNN correction (model output only)")
     p.add_argument("--reference-batch", default=None, help="batch the others are corrected toward (default: largest)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=ir.seed, help="random seed")
     p.set_defaults(func=_integrate)
 
     p = subparsers.add_parser("regions", help="contextual region embeddings, group-specific bins, promoter candidates")
@@ -100,15 +118,26 @@ def register(subparsers) -> None:
     p.set_defaults(func=_demo)
 
 
+def _refuse_existing(path: str | None, overwrite: bool) -> None:
+    if path is not None and Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{path}: already exists; use --overwrite to replace it")
+
+
 def _finetune(args: argparse.Namespace) -> int:
     from ..tl import finetune
+    from ..train import FinetuneRecipe
 
+    if args.resume is None:
+        _refuse_existing(str(Path(args.output) / "config.json"), args.overwrite)
     adata, model = _read(args.input), _model(args.model)
-    finetune(adata, model, labels_key=args.labels_key, organ_key=args.organ_key, batch_key=args.batch_key,
-             trainable_layers=args.trainable_layers, epochs=args.epochs, lr=args.lr, seed=args.seed)
-    model.save_pretrained(args.output)
-    hist = adata.uns["atacformer_finetune"]["history"]
-    print(f"fine-tuned {len(hist)} epochs; best val loss {adata.uns['atacformer_finetune']['best_val_loss']:.4f}, "
+    recipe = FinetuneRecipe(epochs=args.epochs, trainable_layers=args.trainable_layers, seed=args.seed)
+    recipe = recipe.replace(optimizer={"lr": args.lr})
+    tuned = finetune(adata, model, labels_key=args.labels_key, organ_key=args.organ_key, batch_key=args.stratify_key,
+                     recipe=recipe, out_dir=args.output, resume=args.resume)
+    tuned.save_pretrained(args.output)
+    info = adata.uns["atacformer_finetune"]
+    hist = info["history"]
+    print(f"fine-tuned {len(hist)} epochs; best val loss {info['best_val_loss']:.4f} (epoch {info['best_epoch']}), "
           f"last val accuracy {hist['val_accuracy'].iloc[-1]:.3f}; saved to {args.output}")
     return 0
 
@@ -116,7 +145,9 @@ def _finetune(args: argparse.Namespace) -> int:
 def _annotate(args: argparse.Namespace) -> int:
     from ..tl import annotate
 
-    adata = annotate(_read(args.input), _model(args.model), threshold=args.threshold, key_added=args.key_added)
+    _refuse_existing(args.output, args.overwrite)
+    adata = _read(args.input)
+    annotate(adata, _model(args.model), threshold=args.threshold, key_added=args.key_added)
     print(adata.obs[args.key_added].value_counts().to_string())
     _write(adata, args.output)
     return 0
@@ -124,9 +155,12 @@ def _annotate(args: argparse.Namespace) -> int:
 
 def _map(args: argparse.Namespace) -> int:
     from ..tl import map_query
+    from ..train import QueryRecipe
 
-    query = map_query(_read(args.query), _read(args.reference), _model(args.model), labels_key=args.labels_key,
-                      k=args.k, query_epochs=args.query_epochs)
+    _refuse_existing(args.output, args.overwrite)
+    query = _read(args.query)
+    map_query(query, _read(args.reference), _model(args.model), labels_key=args.labels_key,
+              n_neighbors=args.n_neighbors, recipe=QueryRecipe(epochs=args.query_epochs))
     print(query.obs["atacformer_mapped"].value_counts().to_string())
     print(f"median uncertainty {query.obs['atacformer_mapped_uncertainty'].median():.3f}")
     _write(query, args.output)
@@ -135,12 +169,20 @@ def _map(args: argparse.Namespace) -> int:
 
 def _integrate(args: argparse.Namespace) -> int:
     from ..metrics import ilisi
-    from ..tl import integrate
+    from ..models.model import WEIGHTS_FILE
+    from ..tl import integrate_model
+    from ..tl.integrate import write_integrated
+    from ..train import IntegrateRecipe
 
-    adata = _read(args.input)
-    corrected = integrate(adata, _model(args.model), batch_key=args.batch_key, epochs=args.epochs,
-                          adversary_weight=args.adversary_weight, correct=not args.no_correct,
-                          reference_batch=args.reference_batch, seed=args.seed)
+    _refuse_existing(args.output, args.overwrite)
+    if args.save_model:
+        _refuse_existing(str(Path(args.save_model) / WEIGHTS_FILE), args.overwrite)
+    adata, model = _read(args.input), _model(args.model)
+    recipe = IntegrateRecipe(epochs=args.epochs, adversary_weight=args.adversary_weight, correct=not args.no_correct,
+                             seed=args.seed)
+    corrected, history = integrate_model(adata, model, batch_key=args.batch_key, recipe=recipe)
+    write_integrated(adata, corrected, history, batch_key=args.batch_key, recipe=recipe,
+                     reference_batch=args.reference_batch, key_added="X_atacformer_integrated")
     emb = adata.obsm["X_atacformer_integrated"]
     print(f"iLISI of the corrected embedding: {ilisi(emb, adata.obs[args.batch_key]):.3f}")
     if args.save_model:

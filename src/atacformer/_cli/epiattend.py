@@ -53,14 +53,14 @@ def register(subparsers) -> None:
     t.add_argument("--batch-size", type=int, default=4, help="windows per step (each with all cell types)")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("-o", "--out", required=True, help="model folder to write")
+    t.add_argument("-o", "--output", required=True, help="model folder to write")
     t.set_defaults(func=_train)
 
     q = sub.add_parser("predict", help="predict expression at each gene's TSS per cell type")
     _add_inputs(q, expression_required=True)
     q.add_argument("--model", required=True, help="model folder from 'epiattend train'")
     q.add_argument("--chroms", type=_csv, help="only genes on these chromosomes (default: the model's test set)")
-    q.add_argument("-o", "--out", required=True, help="TSV: gene, cell_type, observed, predicted")
+    q.add_argument("-o", "--output", required=True, help="TSV: gene, cell_type, observed, predicted")
     q.set_defaults(func=_predict)
 
     k = sub.add_parser("links", help="score enhancer–gene links, with distance and ABC baselines")
@@ -70,7 +70,7 @@ def register(subparsers) -> None:
     k.add_argument("--max-distance", type=int, default=4000, help="bp from TSS to region centre")
     k.add_argument("--chroms", type=_csv, help="only genes on these chromosomes (default: the model's test set)")
     k.add_argument("--truth", help="TSV gene, region, linked: report AUROC of every score")
-    k.add_argument("-o", "--out", required=True, help="TSV: gene, region, cell_type, score, distance, baselines")
+    k.add_argument("-o", "--output", required=True, help="TSV: gene, region, cell_type, score, distance, baselines")
     k.set_defaults(func=_links)
 
 
@@ -92,8 +92,8 @@ def _train(args) -> int:
         meta["test_pearson_log1p"] = pearson(np.log1p(pred.observed), np.log1p(pred.predicted))
         print(f"held-out {','.join(args.test_chroms)}: Pearson (log1p) {meta['test_pearson_log1p']:.3f} "
               f"over {len(pred)} gene x cell-type values")
-    save_model(model, args.out, meta=meta)
-    print(f"wrote {args.out} (loss {result.train_loss[0]:.4f} -> {result.train_loss[-1]:.4f})")
+    save_model(model, args.output, meta=meta)
+    print(f"wrote {args.output} (loss {result.train_loss[0]:.4f} -> {result.train_loss[-1]:.4f})")
     return 0
 
 
@@ -114,8 +114,8 @@ def _predict(args) -> int:
 
     model, data, genes = _model_and_data(args)
     pred = predict_genes(model, data, genes)
-    _write_table(pred, args.out)
-    print(f"wrote {len(pred)} predictions to {args.out}; Pearson (log1p) "
+    _write_table(pred, args.output)
+    print(f"wrote {len(pred)} predictions to {args.output}; Pearson (log1p) "
           f"{pearson(np.log1p(pred.observed), np.log1p(pred.predicted)):.3f}")
     return 0
 
@@ -131,8 +131,8 @@ def _links(args) -> int:
 
     model, data, genes = _model_and_data(args)
     links = add_baselines(link_scores(model, data, genes, read_regions(args.candidates), max_distance=args.max_distance))
-    _write_table(links, args.out)
-    print(f"wrote {len(links)} gene x region x cell-type scores to {args.out}")
+    _write_table(links, args.output)
+    print(f"wrote {len(links)} gene x region x cell-type scores to {args.output}")
     if args.truth:
         auroc = link_auroc(summarize_links(links), pd.read_csv(args.truth, sep="\t"))
         print("AUROC " + "  ".join(f"{k}={v:.3f}" for k, v in auroc.items()))

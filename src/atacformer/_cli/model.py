@@ -19,48 +19,55 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def register(subparsers) -> None:
+    from ..train import PretrainRecipe  # the CLI defaults are the recipe's
+
+    r = PretrainRecipe()
     p = subparsers.add_parser(
         "pretrain", help="pretrain an atacFormer on corpus folders or a cells × bins .h5ad",
-        description="Pretrain an atacFormer (masked-bin 3-state loss + cell-type/organ heads) with Lightning. "
-                    "Writes the model (config.json, model.safetensors, vocab.json), checkpoints/, logs/ and "
-                    "training_curve.png to -o.")
+        description="Pretrain an atacFormer (masked-bin 3-state loss + contrastive <cls> views + label heads) with "
+                    "the measured recipe (atacformer.train.PretrainRecipe). Writes the model (config.json, "
+                    "model.safetensors, vocab.json), checkpoints/, logs/ and training_curve.png to -o.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus folder(s) from `atacformer tokenize`, or one .h5ad")
-    p.add_argument("-o", "--out", required=True, help="model directory")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
+    p.add_argument("-o", "--output", required=True, help="model directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model/run in the output folder")
+    p.add_argument("--preset", default=r.preset, choices=["tiny", "small", "base"], help="architecture")
     p.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="override a model config field, e.g. --set n_layers=4 --set state0_sample_rate=0.05")
-    p.add_argument("--max-steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=None, help="default: 1e-2 for tiny, 3e-4 for small/base")
+    p.add_argument("--max-steps", type=int, default=r.trainer.max_steps, help="optimisation steps")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-2 for tiny, else 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of max steps (at most 1000)")
-    p.add_argument("--batch-tokens", type=int, default=16384, help="tokens per batch and rank (packing budget)")
-    p.add_argument("--batch-size", type=int, default=None, help="cells per batch instead of a token budget")
+    p.add_argument("--batch-tokens", type=int, default=r.data.max_tokens, help="tokens per batch and rank")
+    p.add_argument("--batch-size", type=int, default=r.data.batch_size, help="cells per batch (instead of a token budget)")
     p.add_argument("--batch-key", default=None, metavar="COLUMN",
-                   help="obs column of an .h5ad input naming samples/datasets: each batch holds one of them")
-    p.add_argument("--accumulate", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--grad-clip", type=float, default=1.0)
+                   help="obs column of an .h5ad input naming samples/datasets: each training batch holds one of them")
+    p.add_argument("--accumulate", type=int, default=r.trainer.accumulate_grad_batches, help="gradient accumulation")
+    p.add_argument("--grad-clip", type=float, default=r.trainer.gradient_clip_val, help="gradient norm clip")
     p.add_argument("--val", nargs="+", default=None, metavar="CORPUS", help="validation corpus folder(s)")
-    p.add_argument("--val-fraction", type=float, default=0.05, help="held-out cells of an .h5ad input")
+    p.add_argument("--val-fraction", type=float, default=r.data.val_fraction, help="held-out cells of an .h5ad input")
     p.add_argument("--val-every", type=int, default=None, metavar="N", help="validate every N steps")
-    p.add_argument("--ckpt-every", type=int, default=500, metavar="N", help="checkpoint every N steps")
-    p.add_argument("--resume", default=None, help="'last' or a checkpoint path")
+    p.add_argument("--ckpt-every", type=int, default=r.trainer.ckpt_every_n_steps, metavar="N",
+                   help="checkpoint every N steps")
+    p.add_argument("--resume", default=None, help="'last' or a checkpoint path (of the same run)")
     p.add_argument("--devices", default="1", help="devices per node (a number or 'auto')")
-    p.add_argument("--num-nodes", type=int, default=1)
-    p.add_argument("--strategy", default="auto", choices=["auto", "ddp", "fsdp"])
-    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"])
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
-    p.add_argument("--log-every", type=int, default=10, metavar="N")
+    p.add_argument("--num-nodes", type=int, default=1, help="nodes")
+    p.add_argument("--strategy", default="auto", choices=["auto", "ddp", "fsdp"], help="distributed strategy")
+    p.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu"], help="device type")
+    p.add_argument("--workers", type=int, default=r.data.num_workers, help="DataLoader workers per rank")
+    p.add_argument("--log-every", type=int, default=r.trainer.log_every_n_steps, metavar="N", help="log every N steps")
     p.add_argument("--dna-table", default=None, metavar="PATH",
                    help="per-bin DNA embedding table from `atacformer dna-embed`, aligned to the vocabulary by bin "
                         "name and added to the token embedding (sets dna_dim; genome and bin size must match)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (exact repeats; slower)")
+    p.add_argument("--seed", type=int, default=r.seed, help="random seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (periodic log lines instead)")
     p.set_defaults(func=_pretrain)
 
     e = subparsers.add_parser("embed", help="cell embeddings from a pretrained atacFormer into obsm",
                               description="Embed the cells of a cells × bins .h5ad and write it with obsm[KEY].")
     e.add_argument("model", help="model directory (from `atacformer pretrain`)")
     e.add_argument("cells", help="cells × bins .h5ad on the model's genome and bin size")
-    e.add_argument("-o", "--out", required=True, help="output .h5ad (written atomically)")
+    e.add_argument("-o", "--output", required=True, help="output .h5ad (written atomically)")
     e.add_argument("--key-added", default="X_atacformer")
     e.add_argument("--pooling", default="cls", choices=["cls", "mean"])
     e.add_argument("--batch-size", type=int, default=64)
@@ -95,6 +102,22 @@ def _dna_embeddings(path: str, inputs, overrides: dict):
     return torch.from_numpy(table.aligned(_input_vocab(inputs)))  # genome / bin size checked by aligned()
 
 
+def _recipe(args, overrides: dict):
+    """The PretrainRecipe of the command line (defaults = the recipe's)."""
+    from ..train import PretrainRecipe
+
+    r = PretrainRecipe(preset=args.preset, seed=args.seed)
+    return r.replace(
+        model={**r.model, **overrides},
+        optimizer={"lr": args.lr, "warmup_steps": args.warmup_steps},
+        trainer={"max_steps": args.max_steps, "ckpt_every_n_steps": args.ckpt_every, "val_every_n_steps": args.val_every,
+                 "log_every_n_steps": args.log_every, "gradient_clip_val": args.grad_clip,
+                 "accumulate_grad_batches": args.accumulate, "progress_bar": False if args.no_progress else None,
+                 "deterministic": args.deterministic},
+        data={"batch_size": args.batch_size, "max_tokens": args.batch_tokens, "batch_key": args.batch_key,
+              "val_fraction": args.val_fraction, "num_workers": args.workers})
+
+
 def _pretrain(args) -> int:
     import anndata as ad
 
@@ -108,16 +131,10 @@ def _pretrain(args) -> int:
                 raise FileNotFoundError(f"{inputs}: no such file")
             inputs = ad.read_h5ad(inputs)
         dna = _dna_embeddings(args.dna_table, inputs, overrides)
-    pretrain(
-        inputs, out_dir=args.out, preset=args.preset, overrides=overrides, dna_embeddings=dna, max_steps=args.max_steps,
-        lr=args.lr, warmup_steps=args.warmup_steps, max_tokens_per_batch=args.batch_tokens,
-        batch_size=args.batch_size, batch_key=args.batch_key, accumulate_grad_batches=args.accumulate, gradient_clip_val=args.grad_clip,
-        val_inputs=args.val, val_fraction=args.val_fraction, val_every_n_steps=args.val_every,
-        ckpt_every_n_steps=args.ckpt_every, resume=args.resume,
-        devices=int(args.devices) if args.devices.isdigit() else args.devices, num_nodes=args.num_nodes,
-        strategy=args.strategy, accelerator=args.accelerator, num_workers=args.workers,
-        log_every_n_steps=args.log_every, progress_bar=not args.no_progress, seed=args.seed,
-    )
+    trainer_kwargs = {"devices": int(args.devices) if args.devices.isdigit() else args.devices,
+                      "num_nodes": args.num_nodes, "strategy": args.strategy, "accelerator": args.accelerator}
+    pretrain(inputs, out_dir=args.output, recipe=_recipe(args, overrides), val_inputs=args.val, dna_embeddings=dna,
+             resume=args.resume, overwrite=args.overwrite, trainer_kwargs=trainer_kwargs)
     return 0
 
 
@@ -127,11 +144,11 @@ def _embed(args) -> int:
     from ..io import write_h5ad
     from ..tl.embed import embed
 
-    src, out = Path(args.cells), Path(args.out)
+    src, out = Path(args.cells), Path(args.output)
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such file")
     adata = ad.read_h5ad(src)
     embed(adata, args.model, key_added=args.key_added, pooling=args.pooling, batch_size=args.batch_size,
-          device=args.device, progress=not args.no_progress)
+          device=args.device, progress=False if args.no_progress else None)
     write_h5ad(adata, out)
     return 0

@@ -10,6 +10,7 @@ cells with more open bins than fit in ``max_length``, bins dropped by subsamplin
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ class PackedBatch:
     cell_type: torch.Tensor  # (B,) int64, -1 = missing
     organ: torch.Tensor  # (B,) int64, -1 = missing
     view_cls_index: torch.Tensor | None = None  # (B,) <cls> of each cell's second (contrastive) view
+    batch_label: torch.Tensor | None = None  # (B,) int64 sample/batch code (integration), -1 = missing
 
     @property
     def num_cells(self) -> int:
@@ -126,7 +128,7 @@ def collate_cells(
     *,
     mask_fraction: float = 0.15,
     max_length: int = DEFAULT_MAX_LENGTH,
-    rng: np.random.Generator | None = None,
+    rng: np.random.Generator | Sequence[np.random.Generator] | None = None,
     packed: bool = True,
     contrastive_drop: float | None = None,
     contrastive_neighbor_add: float = 0.0,
@@ -141,21 +143,27 @@ def collate_cells(
     ``contrastive_drop`` (not None) appends a second view of every cell (:func:`contrastive_view`) as
     sentences B..2B-1 of the stream, with their ``<cls>`` in ``view_cls_index``; targets, labels,
     ``cls_index`` and ``eos_index`` refer to the first views only.
+
+    ``rng`` may also be one generator per cell (inference seeds each cell from its own content, so a
+    cell gets the same sentence whatever batch it is in).
     """
     if not cells:
         raise ValueError("collate_cells needs at least one cell")
     rng = np.random.default_rng() if rng is None else rng
+    rngs = [rng] * len(cells) if isinstance(rng, np.random.Generator) else list(rng)
+    if len(rngs) != len(cells):
+        raise ValueError(f"got {len(rngs)} generators for {len(cells)} cells")
     sentences, t_cell, t_bin, t_state = [], [], [], []
     for i, cell in enumerate(cells):
-        sentence, open_bins, state = _cell_tokens(cell, vocab, mask_fraction, max_length, rng)
+        sentence, open_bins, state = _cell_tokens(cell, vocab, mask_fraction, max_length, rngs[i])
         sentences.append(sentence)
         t_cell.append(np.full(len(open_bins), i, dtype=np.int64))
         t_bin.append(open_bins)
         t_state.append(state)
     if contrastive_drop is not None:
-        for cell in cells:
-            view = contrastive_view(cell, contrastive_drop, contrastive_neighbor_add, rng)
-            sentences.append(cell_sentence(view, vocab, max_length=max_length, rng=rng))
+        for cell, r in zip(cells, rngs):
+            view = contrastive_view(cell, contrastive_drop, contrastive_neighbor_add, r)
+            sentences.append(cell_sentence(view, vocab, max_length=max_length, rng=r))
     n = len(cells)
     lengths = np.array([len(s) for s in sentences], dtype=np.int64)
     width = int(lengths.max()) if not packed else 0
@@ -172,6 +180,8 @@ def collate_cells(
         target_state=torch.from_numpy(np.concatenate(t_state).astype(np.int64)),
         cell_type=torch.tensor([_label(c, "cell_type") for c in cells], dtype=torch.int64),
         organ=torch.tensor([_label(c, "organ") for c in cells], dtype=torch.int64),
+        batch_label=torch.tensor([_label(c, "batch_label") for c in cells], dtype=torch.int64)
+        if any("batch_label" in c for c in cells) else None,
     )
     if packed:
         return PackedBatch(input_ids=torch.from_numpy(np.concatenate(sentences)), **common)

@@ -24,6 +24,12 @@ PRESETS: dict[str, dict] = {
 }
 
 
+#: Fields that older configs held but the network never read: data / recipe settings, now in
+#: :class:`atacformer.train.PretrainRecipe`. :meth:`AtacformerConfig.from_dict` drops them.
+RECIPE_FIELDS = frozenset({"mask_fraction", "contrastive_drop", "contrastive_neighbor_add", "contrastive_neighbors",
+                           "contrastive_n_neighbors", "e1_init"})
+
+
 @dataclass
 class AtacformerConfig:
     """Everything needed to rebuild an :class:`~atacformer.models.Atacformer` (and its vocabulary).
@@ -65,16 +71,11 @@ class AtacformerConfig:
     state_loss_weight: float = 1.0
     cell_type_loss_weight: float = 1.0
     organ_loss_weight: float = 1.0
-    mask_fraction: float = 0.15
-    # contrastive objective on <cls> (0 = off): a second view of each cell, InfoNCE on a projection
+    # contrastive objective on <cls> (0 = off): InfoNCE between two views of each cell, on a projection
+    # (how the views are made is a recipe setting: atacformer.train.BatchSettings)
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.1
-    contrastive_drop: float = 0.5  # fraction of a cell's open bins dropped in its second view
-    contrastive_neighbor_add: float = 0.0  # fraction of a neighbour's extra bins added (cells with neighbours)
     contrastive_dim: int = 64  # projection output width
-    contrastive_neighbors: str = "tfidf"  # neighbour graph of the views: "tfidf" | "lsi" | "spectral" (cosine kNN)
-    contrastive_n_neighbors: int = 10  # neighbours per cell (one is drawn per view)
-    e1_init: str = "random"  # bin-ID table init by pretrain: "random" | "svd" (TF-IDF SVD bin loadings)
 
     def __post_init__(self):
         if isinstance(self.state_class_weights, str):
@@ -91,17 +92,8 @@ class AtacformerConfig:
         if self.decoder_bins not in ("all", "observed") or self.n_decoder_bins < 0:
             raise ValueError(f"decoder_bins must be 'all' or 'observed' (n_decoder_bins >= 0), got "
                              f"{self.decoder_bins!r} ({self.n_decoder_bins})")
-        if not 0 <= self.mask_fraction < 1:
-            raise ValueError(f"mask_fraction must be in [0, 1), got {self.mask_fraction}")
         if self.contrastive_weight < 0 or self.contrastive_temperature <= 0:
             raise ValueError("contrastive_weight must be >= 0 and contrastive_temperature > 0")
-        if not 0 <= self.contrastive_drop < 1 or not 0 <= self.contrastive_neighbor_add <= 1:
-            raise ValueError("contrastive_drop must be in [0, 1) and contrastive_neighbor_add in [0, 1]")
-        if self.contrastive_neighbors not in ("tfidf", "lsi", "spectral") or self.contrastive_n_neighbors < 1:
-            raise ValueError(f"contrastive_neighbors must be 'tfidf', 'lsi' or 'spectral' and contrastive_n_neighbors "
-                             f">= 1, got {self.contrastive_neighbors!r}, {self.contrastive_n_neighbors}")
-        if self.e1_init not in ("random", "svd"):
-            raise ValueError(f"e1_init must be 'random' or 'svd', got {self.e1_init!r}")
         if self.n_cell_types and self.cell_type_names and len(self.cell_type_names) != self.n_cell_types:
             raise ValueError("cell_type_names must have n_cell_types entries")
         if self.n_organs and self.organ_names and len(self.organ_names) != self.n_organs:
@@ -150,7 +142,10 @@ class AtacformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> AtacformerConfig:
+        """A config from its dict; configs saved before the recipe split (with data/recipe settings such
+        as ``mask_fraction``, listed in :data:`RECIPE_FIELDS`) load with those fields dropped."""
         known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in RECIPE_FIELDS}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")

@@ -9,12 +9,11 @@ donors (+ MNN correction) → ``report.html`` + ``metrics.json``/``metrics.md`` 
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import anndata as ad
@@ -27,6 +26,7 @@ from ..genome import data_path
 from ..metrics import lsi, macro_f1, spectral
 from ..metrics.evaluate import evaluate, write_results, write_text
 from ..models import Atacformer
+from ..train import FinetuneRecipe, IntegrateRecipe, PretrainRecipe
 from .annotate import annotate, finetune
 from .cluster import umap
 from .integrate import integrate
@@ -37,25 +37,10 @@ REFERENCE_DONOR, QUERY_DONOR = "BMMC_D6T1", "BMMC_D5T1"
 
 @dataclass
 class DemoSettings:
-    """Budget knobs; :meth:`quick` is the reduced CI mode."""
+    """The demo's budget: the pretraining recipe (:meth:`PretrainRecipe.demo`), epochs of the
+    fine-tuning and integration recipes; :meth:`quick` is the reduced CI mode."""
 
-    pretrain_steps: int = 400
-    batch_size: int = 32
-    lr: float = 1e-2
-    # the decoder predicts the bins open in >= 1 training cell ("observed"; "all" = the 607k genome bins),
-    # every closed one exactly (state0_sample_rate None) or importance-sampled at this rate
-    decoder_bins: str = "observed"
-    state0_sample_rate: float | None = None
-    open_state_weight: float | None = None  # weight of states 1/2 vs closed; None = balanced from the data
-    # contrastive <cls> objective (see AtacformerConfig): second view = 80 % of the cell's bins dropped plus
-    # the bins of a random one of its 10 nearest neighbours (cosine kNN on `contrastive_neighbors`:
-    # "spectral", "lsi" or "tfidf"); InfoNCE weighted against the state loss
-    contrastive_weight: float = 5.0
-    contrastive_drop: float = 0.8
-    contrastive_neighbor_add: float = 1.0
-    contrastive_neighbors: str = "spectral"
-    e1_init: str = "svd"  # bin-ID table initialised from a TF-IDF SVD of the training cells ("random" = off)
-    batch_key: str | None = "dataset"  # each pretraining batch from one dataset (PBSmall or hemato); None = mixed
+    pretrain: PretrainRecipe = field(default_factory=PretrainRecipe.demo)
     finetune_epochs: int = 40
     integrate_epochs: int = 6
     umap_epochs: int | None = None
@@ -63,7 +48,8 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoSettings:
-        return cls(pretrain_steps=3, finetune_epochs=1, integrate_epochs=1, umap_epochs=50, seed=seed)
+        recipe = PretrainRecipe.demo(seed).replace(trainer={"max_steps": 3})
+        return cls(pretrain=recipe, finetune_epochs=1, integrate_epochs=1, umap_epochs=50, seed=seed)
 
 
 class _Timer(dict):
@@ -92,23 +78,12 @@ def _embed(adata: ad.AnnData, model: Atacformer, key: str) -> None:
 
 
 def pretrain_model(pbs: ad.AnnData, hem: ad.AnnData, out: Path, s: DemoSettings) -> tuple[Atacformer, Path | None]:
-    """Pretrain the tiny preset on both datasets with their labels removed (self-supervised only):
-    masked-bin 3-state loss over the observed bins plus the contrastive loss on ``<cls>``
-    (``s.contrastive_weight``, 0 = off); E1 starts from the TF-IDF SVD bin loadings (``s.e1_init``)."""
+    """Pretrain the tiny preset on both datasets with their labels removed (self-supervised only)."""
     from ..train import pretrain
 
     cells = ad.concat({"pbsmall": _unlabelled(pbs), "hemato": _unlabelled(hem)}, label="dataset", merge="same",
                       uns_merge="first", index_unique="-")
-    w = s.open_state_weight
-    overrides = {"decoder_bins": s.decoder_bins, "state0_sample_rate": s.state0_sample_rate,
-                 "state_class_weights": "auto" if w is None else (1.0, w, w), "e1_init": s.e1_init,
-                 "contrastive_weight": s.contrastive_weight, "contrastive_drop": s.contrastive_drop,
-                 "contrastive_neighbor_add": s.contrastive_neighbor_add, "contrastive_neighbors": s.contrastive_neighbors}
-    # (pretrain sets dropout 0 when the contrastive loss is on: the views are the augmentation)
-    model = pretrain(cells, out_dir=out / "model", preset="tiny", max_steps=s.pretrain_steps, lr=s.lr,
-                     batch_size=s.batch_size, batch_key=s.batch_key, overrides=overrides,
-                     val_fraction=0.0, progress_bar=False, log_every_n_steps=max(1, s.pretrain_steps // 50),
-                     ckpt_every_n_steps=10**9, seed=s.seed)
+    model = pretrain(cells, out_dir=out / "model", recipe=s.pretrain.replace(seed=s.seed), overwrite=True)
     logs = sorted((out / "model").rglob("metrics.csv"))
     return model.eval(), (logs[-1] if logs else None)
 
@@ -159,14 +134,13 @@ def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0, settings
 
     with timer("annotate"):
         ref, query = hem[hem.obs["donor"] == REFERENCE_DONOR].copy(), hem[hem.obs["donor"] == QUERY_DONOR].copy()
-        tuned = copy.deepcopy(model)
-        finetune(ref, tuned, labels_key="cell_type", epochs=s.finetune_epochs, seed=seed)
+        tuned = finetune(ref, model, labels_key="cell_type", recipe=FinetuneRecipe(epochs=s.finetune_epochs, seed=seed))
         annotate(query, tuned, threshold=0.0)
         f1 = macro_f1(query.obs["cell_type"], query.obs["atacformer_label"])
         t_hem.loc["atacformer fine-tuned head", "transfer_macro_F1"] = f1
     with timer("integrate"):
-        integrate(hem, model, batch_key="donor", epochs=s.integrate_epochs, batch_size=s.batch_size,
-                  state0_sample_rate=s.state0_sample_rate, seed=seed, key_added="X_atacformer_integrated")
+        integrate(hem, model, batch_key="donor", recipe=IntegrateRecipe(epochs=s.integrate_epochs, seed=seed),
+                  key_added="X_atacformer_integrated")
         t_int = evaluate(hem, reps={"atacformer integrated": "X_atacformer_integrated",
                                     "atacformer adversarial only": "X_atacformer_integrated_model"}, labels_key="cell_type",
                          batch_key="donor", reference_batch=REFERENCE_DONOR, seed=seed, key_added="integrated_eval")
@@ -182,7 +156,7 @@ def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0, settings
                   if curve_csv else None,
                   "fine-tuning": pl.training_curves(ref.uns["atacformer_finetune"]["history"],
                                                     path=figs / "curve_finetune.png", x="epoch", title="fine-tuning"),
-                  "integration": pl.training_curves(hem.uns["atacformer_integrate"]["history"],
+                  "integration": pl.training_curves(hem.uns["X_atacformer_integrated"]["history"],
                                                     path=figs / "curve_integrate.png", x="epoch", title="integration")}
     timer["total"] = time.perf_counter() - t0
     facts = {"settings": asdict(s), "quick": quick, "timings_s": dict(timer), "spectral_implementation":

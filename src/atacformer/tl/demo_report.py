@@ -45,13 +45,13 @@ def build_report(out: Path, *, t_hem, t_pbs, facts: dict, u_hem: dict, u_pbs: di
     for p in qc:
         r.image(body, p, root=out, alt=p.stem)
     body = r.section("Pretraining")
-    s = facts["settings"]
-    weight = "balanced from the data" if s.get("open_state_weight") is None else s["open_state_weight"]
-    closed = "all" if s.get("state0_sample_rate") is None else f"sampled at {s['state0_sample_rate']}"
-    r.text(body, f"tiny preset, {s['pretrain_steps']} steps of {s['batch_size']} cells, lr {s['lr']}; decoder over "
-                 f"{s.get('decoder_bins', 'all')} bins (closed bins: {closed}), open-state weight {weight}; "
-                 f"contrastive weight {s['contrastive_weight']} ({s.get('contrastive_neighbors', 'tfidf')} neighbours), "
-                 f"E1 init {s.get('e1_init', 'random')}; labels withheld (self-supervised only).")
+    s = facts["settings"]["pretrain"]
+    weight = "balanced from the data" if s["state_class_weights"] == "auto" else s["state_class_weights"]
+    r.text(body, f"{s['preset']} preset, {s['trainer']['max_steps']} steps of {s['data']['batch_size']} cells "
+                 f"(one dataset per batch), lr {s['optimizer']['lr'] or 'of the preset'}; decoder over "
+                 f"{s['model'].get('decoder_bins', 'all')} bins, state weights {weight}; "
+                 f"contrastive weight {s['model'].get('contrastive_weight', 0)} ({s['contrastive_neighbors']} "
+                 f"neighbours), E1 init {s['e1_init']}; labels withheld (self-supervised only).")
     if curves.get("pretraining"):
         r.image(body, curves["pretraining"], root=out, alt="pretraining curve")
     body = r.section("Clustering")

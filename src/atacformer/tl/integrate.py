@@ -1,73 +1,120 @@
-"""Batch correction by adversarial fine-tuning, and reference mapping by kNN label transfer.
+"""Batch correction (an :class:`~atacformer.train.AdversarialPlan` on the engine) and reference mapping.
 
 :func:`integrate` fine-tunes a copy of the model on the masked-bin objective while a batch
-discriminator reads the <cls> embedding through a gradient-reversal layer (Ganin & Lempitsky 2015):
-the encoder keeps modelling accessibility but learns to hide which batch a cell came from.
-:func:`map_query` places query cells in a reference's embedding space and transfers labels by kNN
-(optionally after a query-only fine-tune of a learned input offset, all reference weights frozen,
-in the spirit of scArches).
-
-The adversarial fine-tune alone moves batch mixing (iLISI) by less than the seed-to-seed noise on
-real donors (benchmarks/RESULTS.md), so by default :func:`integrate` finishes with the label-free MNN
-correction of :mod:`atacformer.tl.mnn` on the fine-tuned embedding.
+discriminator reads <cls> through a gradient-reversal layer; the contrastive views pair each cell
+with its mutual nearest neighbours in the other batches (recomputed every epoch), and by default the
+embedding then gets the label-free MNN correction of :mod:`atacformer.tl.mnn` (the adversary alone
+moves batch mixing by less than the seed-to-seed noise on real donors, benchmarks/RESULTS.md).
+:func:`map_query` places query cells in a reference's embedding space and transfers labels by kNN,
+optionally after a query-only adaptation (:class:`~atacformer.train.QueryPlan`).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from anndata import AnnData
-from torch import nn
+from lightning.pytorch.callbacks import Callback
 
 from ..metrics.labels import knn_predict
 from ..models import Atacformer
-from ._torch import batches, cell_dicts, embed_cells, freeze, label_codes
+from ..train import AdversarialPlan, AtacformerDataModule, DataSettings, IntegrateRecipe, QueryPlan, QueryRecipe
+from ..train import TrainerSettings, encode_cells, fit, read_metrics
+from ..train.batcher import adata_cells
+from ..train.engine import resume_path
+from ..train.tuning import freeze
+from .annotate import label_codes
 from .mnn import mnn_pairs, mnn_shift
 
 log = logging.getLogger(__name__)
 
 
-class _GradReverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight):
-        ctx.weight = weight
-        return x.view_as(x)
+class MNNPartners(Callback):
+    """Per epoch, each cell's mutual nearest neighbours in the other batches on the current <cls>
+    embedding: the cells whose bins its contrastive view borrows. The tables are saved in checkpoints,
+    so a resumed run builds the same views."""
 
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.weight * grad, None
+    def __init__(self, data: AtacformerDataModule, cells: list[dict], batch: np.ndarray, n_neighbors: int):
+        self.data, self.cells, self.batch, self.n_neighbors = data, cells, batch, n_neighbors
+        self.model: Atacformer | None = None
+        data.set_neighbors(provider=self._partners)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.model = pl_module.model
+
+    def _partners(self, epoch: int) -> list[np.ndarray]:
+        emb, _ = encode_cells(self.model, self.cells)
+        pairs = mnn_pairs(emb, self.batch, k=self.n_neighbors)
+        log.info("integrate epoch %d: %d cross-batch MNN pairs", epoch, len(pairs) // 2)
+        return _partner_lists(pairs, len(self.cells))
+
+    def state_dict(self) -> dict:
+        return {"tables": {int(e): [torch.from_numpy(np.asarray(p, dtype=np.int64)) for p in t]
+                           for e, t in self.data.neighbors.tables.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.data.neighbors.tables = {int(e): [p.numpy() for p in t] for e, t in state["tables"].items()}
 
 
-def grad_reverse(x: torch.Tensor, weight: float) -> torch.Tensor:
-    """Identity forward; gradient multiplied by ``-weight`` backward."""
-    return _GradReverse.apply(x, weight)
+def _partner_lists(pairs: np.ndarray, n: int) -> list[np.ndarray]:
+    order = np.argsort(pairs[:, 0], kind="stable") if len(pairs) else np.zeros(0, dtype=np.int64)
+    pairs = pairs[order]
+    bounds = np.searchsorted(pairs[:, 0], np.arange(n + 1)) if len(pairs) else np.zeros(n + 1, dtype=np.int64)
+    return [pairs[bounds[i] : bounds[i + 1], 1] for i in range(n)]
 
 
-class BatchDiscriminator(nn.Module):
-    """<cls> (d) → hidden → n_batches logits."""
+def integrate_model(adata: AnnData, model: Atacformer, *, batch_key: str, recipe: IntegrateRecipe | None = None,
+                    out_dir: str | Path | None = None, resume: str | Path | None = None,
+                    trainer_kwargs: dict | None = None) -> tuple[Atacformer, pd.DataFrame]:
+    """Adversarially fine-tune a copy of ``model`` across ``obs[batch_key]``; (corrected model, history).
+    Parameters as :func:`integrate`; ``adata`` and ``model`` are not changed."""
+    r = recipe or IntegrateRecipe()
+    names = _batches(adata, batch_key)
+    cw = model.config.contrastive_weight if r.contrastive_weight is None else r.contrastive_weight
+    if cw > 0 and model.contrastive_head is None:
+        raise ValueError("contrastive_weight > 0 needs a model pretrained with the contrastive objective")
+    corrected = copy.deepcopy(model).train()
+    freeze(corrected)  # encoder layers train; the bin-ID table and the decoder stay as pretrained
+    corrected.decoder.requires_grad_(False)
+    batch = adata.obs[batch_key].astype(str).to_numpy()
+    codes = label_codes(batch, names)
+    weights = torch.tensor(len(codes) / (len(names) * np.bincount(codes, minlength=len(names))), dtype=torch.float32)
+    steps = -(-adata.n_obs // r.batch_size)
+    views = r.batch if cw > 0 else type(r.batch)(mask_fraction=r.batch.mask_fraction)
+    data = AtacformerDataModule(adata, data=DataSettings(batch_size=r.batch_size, val_fraction=0.0), batch=views,
+                                max_length=corrected.config.max_length, codes={"batch_label": codes}, seed=r.seed)
+    callbacks = [MNNPartners(data, adata_cells(adata, corrected), batch, r.n_neighbors)] if cw > 0 else []
+    plan = AdversarialPlan(corrected, n_batches=len(names), batch_weights=weights, adversary_weight=r.adversary_weight,
+                           contrastive_weight=cw, state0_sample_rate=r.state0_sample_rate, optimizer=r.optimizer,
+                           max_steps=r.epochs * steps, seed=r.seed, run_info={"task": "integrate", "batch_key": batch_key})
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(out_dir) if out_dir is not None else Path(tmp)
+        run.mkdir(parents=True, exist_ok=True)
+        settings = TrainerSettings(max_steps=r.epochs * steps, log_every_n_steps=1,
+                                   ckpt_every_n_steps=steps if out_dir is not None else None)
+        fit(plan, data, out_dir=run, settings=settings, resume=resume_path(resume, run), callbacks=callbacks,
+            trainer_kwargs=trainer_kwargs)
+        m = read_metrics(run / "logs")
+    m["epoch"] = m["step"] // steps
+    cols = ["train/state", "train/contrastive", "train/discriminator", "train/discriminator_accuracy"]
+    history = m.groupby("epoch")[cols].mean().reset_index().rename(columns=lambda c: c.replace("train/", ""))
+    corrected.requires_grad_(True)
+    return corrected.eval(), history
 
-    def __init__(self, d_model: int, n_batches: int, hidden: int = 64):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, n_batches))
 
-    def forward(self, cls: torch.Tensor) -> torch.Tensor:
-        return self.net(cls)  # (B, n_batches)
-
-
-def _with_partners(cells: list[dict], pairs: np.ndarray) -> list[dict]:
-    """Cells with ``neighbor_bin_ids`` = the open bins of their MNN partners; one is drawn per view
-    (cells without a partner get none)."""
-    partners: list[list[int]] = [[] for _ in cells]
-    for i, j in pairs:
-        partners[i].append(int(j))
-    return [{**c, "neighbor_bin_ids": [cells[j]["bin_ids"] for j in ps] if ps else None}
-            for c, ps in zip(cells, partners)]
+def _batches(adata: AnnData, batch_key: str) -> list[str]:
+    if batch_key not in adata.obs:
+        raise ValueError(f"adata.obs has no {batch_key!r} column")
+    names = sorted(adata.obs[batch_key].astype(str).unique())
+    if len(names) < 2:
+        raise ValueError(f"obs[{batch_key!r}] has a single batch ({names}); nothing to integrate")
+    return names
 
 
 def integrate(
@@ -75,176 +122,134 @@ def integrate(
     model: Atacformer,
     *,
     batch_key: str,
-    epochs: int = 10,
-    lr: float = 3e-4,
-    adversary_weight: float = 1.0,
-    contrastive_weight: float | None = None,
-    mnn_k: int = 5,
-    correct: bool = True,
-    correct_k: int = 20,
+    recipe: IntegrateRecipe | None = None,
     reference_batch: str | None = None,
-    mask_fraction: float = 0.15,
-    batch_size: int = 32,
-    state0_sample_rate: float | None = 0.05,
-    seed: int = 0,
+    out_dir: str | Path | None = None,
     key_added: str = "X_atacformer_integrated",
-) -> Atacformer:
-    """Adversarially fine-tune a copy of ``model`` across ``obs[batch_key]`` and write the corrected
-    <cls> embedding to ``obsm[key_added]``. Returns the corrected model (the input model is unchanged).
+    trainer_kwargs: dict | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Batch-corrected cell embeddings across ``obs[batch_key]``.
 
-    Loss per step: masked-bin state loss (closed bins sampled at ``state0_sample_rate`` for speed)
-    + cross-entropy of the discriminator, whose gradient reaches the encoder reversed and scaled by
-    ``adversary_weight`` × a DANN ramp 2/(1+exp(-10p))-1 over training progress p
-    + (models pretrained with the contrastive <cls> objective) ``contrastive_weight`` × that InfoNCE
-    loss (default: the model config's weight; 0 = off), whose second views are built from each cell's
-    mutual nearest neighbours in the other batches (``mnn_k`` neighbours each way, cosine on the
-    current <cls> embedding, recomputed every epoch) as in scDML/Portal-style contrastive integration:
-    matching populations are pulled together without labels. History (state/contrastive loss,
-    discriminator loss/accuracy, MNN pairs per epoch) in ``uns["atacformer_integrate"]``.
+    Parameters
+    ----------
+    adata
+        Cells × bins with a batch column.
+    model
+        A pretrained model (not changed; :func:`integrate_model` returns the corrected copy).
+    batch_key
+        ``obs`` column of the batches (donors, samples, libraries).
+    recipe
+        :class:`~atacformer.train.IntegrateRecipe` (epochs, adversary and contrastive weights, MNN settings).
+    reference_batch
+        Batch the others are moved toward by the MNN correction (default: the largest).
+    out_dir
+        Run folder for checkpoints (one per epoch) and logs; None = a temporary folder.
+    key_added
+        Output key.
+    trainer_kwargs
+        ``lightning.Trainer`` options.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
 
-    ``correct=True`` (default) then applies the MNN correction (:func:`~atacformer.tl.mnn_correct`) to the fine-tuned
-    embedding (``correct_k`` mutual neighbours, toward ``reference_batch``, default the largest batch):
-    ``obsm[key_added]`` holds unit-length vectors, the other batches moved onto the reference; the
-    fine-tuned model's own output goes to ``obsm[key_added + "_model"]``. ``correct=False`` writes the
-    model's output to ``obsm[key_added]`` only."""
-    if batch_key not in adata.obs:
-        raise ValueError(f"adata.obs has no {batch_key!r} column")
-    names = sorted(adata.obs[batch_key].astype(str).unique())
-    if len(names) < 2:
-        raise ValueError(f"obs[{batch_key!r}] has a single batch ({names}); nothing to integrate")
+    Returns
+    -------
+    None (or the copy). Sets ``obsm[key_added]`` (the corrected embedding: MNN-corrected unit vectors
+    when ``recipe.correct``, else the fine-tuned model's output), ``obsm[key_added + "_model"]`` (the
+    fine-tuned model's own output, with ``correct``) and ``uns[key_added]`` (history, batches, settings).
+    """
+    r = recipe or IntegrateRecipe()
+    names = _batches(adata, batch_key)
     if reference_batch is not None and reference_batch not in names:
         raise ValueError(f"reference_batch {reference_batch!r} is not in obs[{batch_key!r}] ({names})")
-    cw = model.config.contrastive_weight if contrastive_weight is None else contrastive_weight
-    if cw > 0 and model.contrastive_head is None:
-        raise ValueError("contrastive_weight > 0 needs a model pretrained with the contrastive objective")
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    corrected = copy.deepcopy(model).train()
-    freeze(corrected)  # encoder layers train; the bin-ID table and the decoder stay as pretrained
-    for p in corrected.decoder.parameters():
-        p.requires_grad_(False)
-    cells = cell_dicts(adata, corrected)
-    batch = adata.obs[batch_key].astype(str).to_numpy()
-    codes = label_codes(batch, names)
-    # inverse-frequency class weights: imbalanced batches must not make "always the big batch" a good guess
-    weight = torch.tensor(len(codes) / (len(names) * np.bincount(codes, minlength=len(names))), dtype=torch.float32)
-    disc = BatchDiscriminator(corrected.config.d_model, len(names)).to(corrected.device)
-    params = [p for p in corrected.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": params, "lr": lr},
-                             {"params": disc.parameters(), "lr": lr * 3}], weight_decay=0.01)
-    n_steps, step, history = epochs * -(-len(cells) // batch_size), 0, []
-    for epoch in range(epochs):
-        sums, n_pairs = np.zeros(4), 0
-        if cw > 0:
-            emb = embed_cells(corrected, cells)
-            pairs = mnn_pairs(emb, batch, k=mnn_k)
-            n_pairs = len(pairs) // 2
-            steps = batches(_with_partners(cells, pairs), corrected, batch_size=batch_size,
-                            mask_fraction=mask_fraction, rng=rng, shuffle=True,
-                            contrastive_drop=corrected.config.contrastive_drop, contrastive_neighbor_add=1.0)
-        else:
-            steps = batches(cells, corrected, batch_size=batch_size, mask_fraction=mask_fraction, rng=rng,
-                            shuffle=True)
-        for idx, b in steps:
-            ramp = 2 / (1 + np.exp(-10 * step / max(n_steps, 1))) - 1
-            out = corrected(b, state0_sample_rate=state0_sample_rate)
-            y = torch.from_numpy(codes[idx]).to(corrected.device)
-            logits = disc(grad_reverse(out.cell_embedding, adversary_weight * ramp))  # (B, n_batches)
-            adv = F.cross_entropy(logits, y, weight=weight.to(logits.device))
-            contrastive = out.losses.get("contrastive", torch.zeros(()))
-            loss = out.losses["state"] + cw * contrastive + adv
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params + list(disc.parameters()), 1.0)
-            opt.step()
-            step += 1
-            sums += [float(out.losses["state"].detach()) * len(idx), float(contrastive.detach()) * len(idx),
-                     float(adv.detach()) * len(idx), float((logits.argmax(1) == y).sum())]
-        history.append({"epoch": epoch, "state_loss": sums[0] / len(cells), "contrastive_loss": sums[1] / len(cells),
-                        "discriminator_loss": sums[2] / len(cells), "discriminator_accuracy": sums[3] / len(cells),
-                        "mnn_pairs": n_pairs})
-        log.info("integrate epoch %d: %s", epoch, history[-1])
-    for p in corrected.parameters():
-        p.requires_grad_(True)
-    corrected.eval()
-    emb = embed_cells(corrected, cells)
-    info = {"history": pd.DataFrame(history), "batches": names, "batch_key": batch_key, "contrastive_weight": cw,
-            "mnn_k": mnn_k, "correct": correct}
-    if correct:
+    adata = adata.copy() if copy else adata
+    corrected, history = integrate_model(adata, model, batch_key=batch_key, recipe=r, out_dir=out_dir,
+                                         trainer_kwargs=trainer_kwargs)
+    write_integrated(adata, corrected, history, batch_key=batch_key, recipe=r, reference_batch=reference_batch,
+                     key_added=key_added)
+    return adata if copy else None
+
+
+def write_integrated(adata: AnnData, corrected: Atacformer, history: pd.DataFrame, *, batch_key: str,
+                     recipe: IntegrateRecipe, reference_batch: str | None, key_added: str) -> None:
+    """Embed ``adata`` with the corrected model (+ MNN correction) into ``obsm``/``uns`` as :func:`integrate`."""
+    emb, _ = encode_cells(corrected, adata_cells(adata, corrected))
+    info = {"history": history, "batches": _batches(adata, batch_key), "batch_key": batch_key,
+            "correct": recipe.correct, "n_neighbors": recipe.n_neighbors}
+    if recipe.correct:
         adata.obsm[f"{key_added}_model"] = emb
-        emb, info["mnn_correct"] = mnn_shift(emb, batch, reference=reference_batch, k=correct_k)
+        emb, info["mnn_correct"] = mnn_shift(emb, adata.obs[batch_key].astype(str).to_numpy(),
+                                             reference=reference_batch, k=recipe.correct_n_neighbors)
     adata.obsm[key_added] = emb
-    adata.uns["atacformer_integrate"] = info
-    return corrected
+    adata.uns[key_added] = info
 
 
-class _InputOffset(nn.Module):
-    """A learned vector added to every token embedding (the query's own parameter)."""
-
-    def __init__(self, d_model: int):
-        super().__init__()
-        self.offset = nn.Parameter(torch.zeros(d_model))
-
-    def hook(self, module, inputs, output):
-        return output + self.offset
-
-
-def _query_adapted(model: Atacformer, cells: list[dict], *, epochs: int, lr: float, batch_size: int,
-                   state0_sample_rate: float | None, seed: int) -> Atacformer:
-    """Copy of ``model`` with all weights frozen plus a trained input offset (masked-bin objective on the query)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+def _query_adapted(model: Atacformer, query: AnnData, r: QueryRecipe) -> Atacformer:
+    """Copy of ``model`` with all weights frozen plus a trained input offset (masked-bin loss on the query)."""
     adapted = copy.deepcopy(model).train()
-    for p in adapted.parameters():
-        p.requires_grad_(False)
-    offset = _InputOffset(adapted.config.d_model).to(adapted.device)
-    adapted.encoder.embed.register_forward_hook(offset.hook)
-    adapted.query_offset = offset  # registered as a submodule so it moves/saves with the model
-    opt = torch.optim.Adam(offset.parameters(), lr=lr)
-    for _ in range(epochs):
-        for _, batch in batches(cells, adapted, batch_size=batch_size, mask_fraction=0.15, rng=rng, shuffle=True):
-            loss = adapted(batch, state0_sample_rate=state0_sample_rate).losses["state"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    steps = -(-query.n_obs // r.batch_size)
+    data = AtacformerDataModule(query, data=DataSettings(batch_size=r.batch_size, val_fraction=0.0), batch=r.batch,
+                                max_length=adapted.config.max_length, codes={}, seed=r.seed)
+    plan = QueryPlan(adapted, state0_sample_rate=r.state0_sample_rate, optimizer=r.optimizer,
+                     max_steps=r.epochs * steps, seed=r.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        fit(plan, data, out_dir=Path(tmp), settings=TrainerSettings(max_steps=r.epochs * steps, ckpt_every_n_steps=None,
+                                                                    log_every_n_steps=1))
     return adapted.eval()
 
 
 def map_query(
-    query: AnnData,
+    adata: AnnData,
     reference: AnnData,
     model: Atacformer,
     *,
     labels_key: str = "cell_type",
     use_rep: str = "X_atacformer",
-    k: int = 15,
-    query_epochs: int = 0,
-    lr: float = 1e-2,
-    batch_size: int = 32,
-    state0_sample_rate: float | None = 0.05,
-    seed: int = 0,
+    n_neighbors: int = 15,
+    recipe: QueryRecipe | None = None,
     key_added: str = "atacformer_mapped",
-) -> AnnData:
-    """Embed ``query`` into the reference space of ``model`` and transfer ``reference.obs[labels_key]``
-    by majority vote of the ``k`` nearest reference cells.
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed query cells into the reference space of ``model`` and transfer ``reference.obs[labels_key]``
+    by majority vote of the ``n_neighbors`` nearest reference cells.
 
-    Writes ``query.obsm[use_rep]``, ``query.obs[key_added]`` and ``query.obs[key_added + "_uncertainty"]``
-    (1 − share of neighbours voting for the label). The reference embedding is computed with ``model``
-    if ``reference.obsm[use_rep]`` is missing. ``query_epochs > 0`` first trains a query-only input
-    offset on the masked-bin objective with every reference weight frozen."""
+    Parameters
+    ----------
+    adata
+        Query cells × bins.
+    reference
+        Labelled reference cells; not changed (its embedding ``obsm[use_rep]`` is used when present,
+        else computed with ``model``).
+    model
+        The reference model.
+    labels_key, use_rep, n_neighbors
+        Reference label column, embedding key, neighbours of the vote.
+    recipe
+        :class:`~atacformer.train.QueryRecipe`; ``epochs > 0`` first trains a query-only input offset on
+        the masked-bin loss with every reference weight frozen.
+    key_added
+        Output key.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    None (or the copy). Sets ``obsm[use_rep]``, ``obs[key_added]``, ``obs[key_added + "_uncertainty"]``
+    (1 − share of neighbours voting for the label) and ``uns[key_added]``.
+    """
+    r = recipe or QueryRecipe()
     if labels_key not in reference.obs:
         raise ValueError(f"reference.obs has no {labels_key!r} column")
-    if use_rep not in reference.obsm:
-        reference.obsm[use_rep] = embed_cells(model, cell_dicts(reference, model))
-    cells = cell_dicts(query, model)
-    mapper = model
-    if query_epochs > 0:
-        mapper = _query_adapted(model, cells, epochs=query_epochs, lr=lr, batch_size=batch_size,
-                                state0_sample_rate=state0_sample_rate, seed=seed)
-    query.obsm[use_rep] = embed_cells(mapper, cells)
-    labels, conf = knn_predict(np.asarray(reference.obsm[use_rep]), reference.obs[labels_key].astype(str),
-                               query.obsm[use_rep], k=k)
-    query.obs[key_added] = pd.Categorical(labels)
-    query.obs[f"{key_added}_uncertainty"] = 1.0 - conf
-    query.uns[key_added] = {"k": k, "use_rep": use_rep, "query_epochs": query_epochs, "labels_key": labels_key}
-    return query
+    adata = adata.copy() if copy else adata
+    if use_rep in reference.obsm:
+        ref = np.asarray(reference.obsm[use_rep])
+    else:
+        ref, _ = encode_cells(model, adata_cells(reference, model))
+    mapper = _query_adapted(model, adata, r) if r.epochs > 0 else model
+    adata.obsm[use_rep], _ = encode_cells(mapper, adata_cells(adata, mapper))
+    labels, conf = knn_predict(ref, reference.obs[labels_key].astype(str), adata.obsm[use_rep], k=n_neighbors)
+    adata.obs[key_added] = pd.Categorical(labels)
+    adata.obs[f"{key_added}_uncertainty"] = 1.0 - conf
+    adata.uns[key_added] = {"n_neighbors": n_neighbors, "use_rep": use_rep, "query_epochs": r.epochs,
+                            "labels_key": labels_key}
+    return adata if copy else None

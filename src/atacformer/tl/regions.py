@@ -21,7 +21,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from ..genome import BinIndex, Genome, get_genome
 from ..models import Atacformer
 from ..tokenize.dataset import AnnDataCellDataset
-from ._torch import batches, cell_dicts
+from ..train.batcher import adata_cells, inference_batches
 
 
 def _groups(adata: AnnData, groupby: str) -> tuple[list[str], np.ndarray]:
@@ -41,13 +41,14 @@ def region_embeddings(
     ``embeddings`` (G, N, d; zero where a group never has the bin), ``counts`` (G, N cells with the bin
     in their sentence), ``mean`` (N, d, over all cells)."""
     names, codes = _groups(adata, groupby)
-    cells = cell_dicts(adata, model)
+    cells = adata_cells(adata, model)
     used = np.unique(np.concatenate([c["bin_ids"] for c in cells] + [np.zeros(0, np.int64)]))
     d = model.config.d_model
     sums = np.zeros((len(names), len(used), d), dtype=np.float64)
     counts = np.zeros((len(names), len(used)), dtype=np.int64)
     model.eval()
-    for idx, batch in batches(cells, model, batch_size=batch_size):
+    for idx, batch in inference_batches(cells, model.vocab, batch_size=batch_size, max_length=model.config.max_length,
+                                        packed=model.device.type == "cuda"):
         h = model.encode(batch).float().cpu().numpy()  # (T, d) packed or (B*L, d) padded
         ids = batch.input_ids.cpu().numpy()
         if ids.ndim == 2:  # padded: one row per cell

@@ -4,16 +4,18 @@
   DataLoader worker its own share of those; a shuffle buffer mixes cells across shards and corpora.
 * An AnnData (or one ``.h5ad``) is held in memory and split train/val at random (seeded).
 
-Batches are packed until ``max_tokens_per_batch`` tokens (default) or hold ``batch_size`` cells, and
-are collated by :func:`atacformer.models.collate_cells` with a per-batch seeded RNG, so a run (and a
-resumed run) sees exactly the same batches and masks.
+Batches are packed until ``DataSettings.max_tokens`` tokens or hold ``DataSettings.batch_size`` cells,
+and are made by the one batcher (:class:`~atacformer.train.batcher.BatchSettings`) with a per-batch
+seeded RNG, so a run (and a resumed run) sees exactly the same batches and masks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -23,10 +25,10 @@ import pandas as pd
 import scipy.sparse as sp
 from torch.utils.data import DataLoader, get_worker_info
 
-from ..models import collate_cells
 from ..tokenize import AnnDataCellDataset, BinVocab, Corpus, CorpusDataset
 from ..tokenize.sentences import DEFAULT_MAX_LENGTH
-from .priors import bin_open_counts, cell_neighbors, grouped_neighbors
+from .batcher import BatchSettings
+from .priors import bin_open_counts
 from .stream import PackedBatchStream, ResumingLoader
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,52 @@ log = logging.getLogger(__name__)
 LABEL_COLUMNS = ("cell_type", "organ")
 
 
-def _collate(cells: list[dict], rng: np.random.Generator, *, vocab: BinVocab, mask_fraction: float,
-             max_length: int, contrastive_drop: float | None, contrastive_neighbor_add: float):
-    return collate_cells(cells, vocab, mask_fraction=mask_fraction, max_length=max_length, rng=rng,
-                         contrastive_drop=contrastive_drop, contrastive_neighbor_add=contrastive_neighbor_add)
+@dataclass
+class DataSettings:
+    """How cells are grouped into batches and fed.
+
+    Parameters
+    ----------
+    batch_size
+        Cells per batch (per rank); None = pack up to ``max_tokens`` tokens instead.
+    max_tokens
+        Token budget of a packed batch (used when ``batch_size`` is None).
+    val_fraction
+        Held-out share of an in-memory AnnData (corpus inputs use ``val_inputs``).
+    num_workers
+        DataLoader workers per rank.
+    shuffle_buffer
+        Cells mixed across shards (corpus streaming).
+    batch_key
+        ``obs`` column of samples/datasets: every training batch holds cells of one of them.
+    """
+
+    batch_size: int | None = None
+    max_tokens: int | None = 16384
+    val_fraction: float = 0.05
+    num_workers: int = 0
+    shuffle_buffer: int = 1024
+    batch_key: str | None = None
+
+
+def _collate(cells: list[dict], rng: np.random.Generator, *, vocab: BinVocab, batch: BatchSettings, max_length: int):
+    return batch.collate(cells, vocab, rng, max_length=max_length)
+
+
+class NeighborTables:
+    """Per cell, the cells whose bins its contrastive view may borrow: one fixed table, or one table per
+    epoch from ``provider(epoch)`` (computed when the stream first needs that epoch, kept in ``tables``
+    so a checkpoint can save them and a resumed run sees the same views)."""
+
+    def __init__(self):
+        self.table, self.provider, self.tables = None, None, {}
+
+    def for_epoch(self, epoch: int):
+        if self.provider is None:
+            return self.table
+        if epoch not in self.tables:
+            self.tables[epoch] = self.provider(epoch)
+        return self.tables[epoch]
 
 
 def _worker() -> tuple[int, int]:
@@ -54,15 +98,18 @@ class _AnnDataSource:
     two groups in one batch (see :func:`~atacformer.train.stream.group_cells`)."""
 
     def __init__(self, dataset, indices: np.ndarray, *, seed: int, rank: int, world_size: int, shuffle: bool,
-                 neighbors: np.ndarray | None = None, groups: np.ndarray | None = None, block: int = 32):
+                 neighbors=None, groups: np.ndarray | None = None, block: int = 32,
+                 codes: Mapping[str, np.ndarray] | None = None):
         self.dataset, self.indices, self.neighbors = dataset, np.asarray(indices), neighbors
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
-        self.groups, self.block = groups, max(1, block)
+        self.groups, self.block, self.codes = groups, max(1, block), dict(codes or {})
 
-    def _cell(self, i: int) -> dict:
+    def _cell(self, i: int, table) -> dict:
         cell = self.dataset[i]
-        if self.neighbors is not None:
-            cell["neighbor_bin_ids"] = [self.dataset[int(j)]["bin_ids"] for j in self.neighbors[i]]
+        cell.update({slot: int(c[i]) for slot, c in self.codes.items()})
+        neighbors = None if table is None else table[i]
+        if neighbors is not None and len(neighbors):
+            cell["neighbor_bin_ids"] = [self.dataset[int(j)]["bin_ids"] for j in neighbors]
         if self.groups is not None:
             cell["group"] = int(self.groups[i])
         return cell
@@ -86,8 +133,9 @@ class _AnnDataSource:
         return np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
 
     def __call__(self, epoch: int) -> Iterator[dict]:
+        table = None if self.neighbors is None else self.neighbors.for_epoch(epoch)
         for i in self._order(epoch):
-            yield self._cell(int(i))
+            yield self._cell(int(i), table)
 
 
 class _CorpusSource:
@@ -115,72 +163,93 @@ class _CorpusSource:
 
 
 class AtacformerDataModule(L.LightningDataModule):
-    """Training and validation batches for :class:`AtacformerModule`.
+    """Training and validation batches for every :class:`~atacformer.train.engine.TrainingPlan`.
 
     Parameters
     ----------
     inputs
         Corpus folder(s) written by ``atacformer tokenize``, or one AnnData / ``.h5ad`` (cells × bins).
+    data
+        :class:`DataSettings` (batch size or token budget, validation share, workers, ``batch_key``: every
+        training batch then holds cells of one sample/dataset).
+    batch
+        :class:`~atacformer.train.batcher.BatchSettings` (masking, depth augmentation, contrastive views).
+    max_length
+        Longest sentence (the model's ``max_length``).
     val_inputs
-        Corpus folder(s) for validation (corpus inputs only; an AnnData is split by ``val_fraction``).
-    max_tokens_per_batch, batch_size
-        Pack cells until this many tokens per batch (per rank), or use a fixed number of cells.
-    batch_key
-        ``obs`` column of an AnnData input naming each cell's sample or dataset: every training batch
-        then holds cells of one group (so the contrastive loss contrasts cells of the same dataset, not
-        datasets with each other), and the contrastive neighbours are found within each group.
+        Corpus folder(s) for validation (corpus inputs only; an AnnData is split by ``data.val_fraction``).
+    codes
+        AnnData input: per-cell integer codes per batch slot (``"cell_type"``, ``"organ"``,
+        ``"batch_label"``; -1 = missing) instead of reading ``obs['cell_type'/'organ']``.
+    split
+        AnnData input: (train indices, validation indices) instead of a random split.
+    val_batch
+        How validation batches are made (default: as training batches, without depth augmentation).
+    seed
+        Seeds the split, the shuffling and every batch.
     """
 
     def __init__(
         self,
         inputs: str | Path | ad.AnnData | Sequence[str | Path],
         *,
-        val_inputs: Sequence[str | Path] | None = None,
-        val_fraction: float = 0.05,
-        max_tokens_per_batch: int | None = 16384,
-        batch_size: int | None = None,
-        mask_fraction: float = 0.15,
+        data: DataSettings | None = None,
+        batch: BatchSettings | None = None,
         max_length: int = DEFAULT_MAX_LENGTH,
-        label_columns: Sequence[str] = LABEL_COLUMNS,
-        num_workers: int = 0,
-        shuffle_buffer: int = 1024,
-        batch_key: str | None = None,
+        val_inputs: Sequence[str | Path] | None = None,
+        codes: Mapping[str, np.ndarray] | None = None,
+        split: tuple[np.ndarray, np.ndarray] | None = None,
+        val_batch: BatchSettings | None = None,
         seed: int = 0,
     ):
         super().__init__()
-        if batch_size is not None:
-            max_tokens_per_batch = None
-        self.max_tokens, self.batch_size = max_tokens_per_batch, batch_size
-        self.mask_fraction, self.max_length = mask_fraction, max_length
-        self.contrastive_drop: float | None = None  # set (with the next) from the model config by pretrain
-        self.contrastive_neighbor_add = 0.0
-        self.n_neighbors = 10  # neighbours per cell for that augmentation (in-memory AnnData only)
-        self.neighbor_method = "tfidf"  # their graph (see priors.cell_neighbors)
+        self.settings = data = data or DataSettings()
+        self.batch = batch or BatchSettings()
+        self.val_batch = val_batch  # None: like training batches, without depth augmentation
+        self.max_tokens = None if data.batch_size is not None else data.max_tokens
+        self.batch_size, self.max_length = data.batch_size, max_length
+        self.num_workers, self.shuffle_buffer, self.seed = data.num_workers, data.shuffle_buffer, seed
+        self.val_fraction, self.codes, self.neighbors = data.val_fraction, codes, NeighborTables()
         self._bin_counts: tuple[np.ndarray, int] | None = None
-        self.num_workers, self.shuffle_buffer, self.seed = num_workers, shuffle_buffer, seed
-        self.val_fraction = val_fraction
         self.adata: ad.AnnData | None = None
         self.corpora: list[Corpus] = []
         self.val_corpora: list[Corpus] = [Corpus(p) for p in (val_inputs or [])]
         if isinstance(inputs, ad.AnnData) or (isinstance(inputs, (str, Path)) and str(inputs).endswith(".h5ad")):
             self.adata = inputs if isinstance(inputs, ad.AnnData) else ad.read_h5ad(inputs)
-            self._cells = AnnDataCellDataset(self.adata, label_keys=list(label_columns))
+            self._cells = AnnDataCellDataset(self.adata, label_keys=[] if codes is not None else list(LABEL_COLUMNS))
             self.vocab = self._cells.vocab
             self.label_names = {c: names for c, names in self._cells.label_names.items() if names}
         else:
             paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
             if any(str(p).endswith(".h5ad") for p in paths):
                 raise ValueError("give either one .h5ad file or corpus folders, not a mix or several .h5ad files")
+            if codes is not None or split is not None:
+                raise ValueError("codes= and split= need an in-memory AnnData input")
             self.corpora = [Corpus(p) for p in paths]
             if not self.corpora:
                 raise ValueError("no training inputs given")
             self.vocab = self.corpora[0].vocab()
             for c in self.corpora[1:] + self.val_corpora:
                 self.vocab.check_data({"genome": c.info.genome, "bin_size": c.info.bin_size}, what=str(c.path))
-            self.label_names = _union_labels(self.corpora + self.val_corpora, label_columns)
-        self.groups = self._group_codes(batch_key)
-        self.train_idx, self.val_idx = self._split()
+            self.label_names = _union_labels(self.corpora + self.val_corpora, LABEL_COLUMNS)
+        self.groups = self._group_codes(data.batch_key)
+        self.train_idx, self.val_idx = split if split is not None else self._split()
         self.rank, self.world_size, self.skip_batches = 0, 1, 0
+
+    def fingerprint(self) -> dict:
+        """What identifies the training data (for resume checks): sizes, and the cells' names and opens."""
+        if self.adata is not None:
+            X = self._cells.X
+            return {"n_cells": int(X.shape[0]), "nnz": int(X.nnz), "genome": self.vocab.genome.name,
+                    "first_cells": [str(c) for c in self._cells.cell_ids[:3]]}
+        return {"corpora": [str(c.path.resolve()) for c in self.corpora], "genome": self.vocab.genome.name}
+
+    def set_neighbors(self, neighbors=None, *, provider=None) -> None:
+        """Per cell, the cells whose bins its contrastive view may borrow: an (n_cells, k) array or a
+        list of index arrays (empty = none), or ``provider(epoch)`` returning one per epoch."""
+        if self.adata is None:
+            raise ValueError("contrastive neighbours need an in-memory AnnData input")
+        self.neighbors.table, self.neighbors.provider = neighbors, provider
 
     def _group_codes(self, batch_key: str | None) -> np.ndarray | None:
         if batch_key is None:
@@ -212,19 +281,11 @@ class AtacformerDataModule(L.LightningDataModule):
     def _source(self, train: bool):
         opts = dict(seed=self.seed, rank=self.rank, world_size=self.world_size, shuffle=train)
         if self.adata is not None:
-            return _AnnDataSource(self._cells, self.train_idx if train else self.val_idx, neighbors=self._neighbors(),
-                                  groups=self.groups, block=self._block(), **opts)
+            return _AnnDataSource(self._cells, self.train_idx if train else self.val_idx,
+                                  neighbors=self.neighbors if self.batch.contrastive_drop is not None else None,
+                                  groups=self.groups, block=self._block(), codes=self.codes, **opts)
         return _CorpusSource(self.corpora if train else self.val_corpora, self.label_names,
                              shuffle_buffer=self.shuffle_buffer, **opts)
-
-    @functools.cached_property
-    def _neighbor_table(self) -> np.ndarray:
-        log.info("contrastive views: %d nearest neighbours (%s) of %d cells%s", self.n_neighbors, self.neighbor_method,
-                 len(self._cells), "" if self.groups is None else f", within {self.groups.max() + 1} groups")
-        if self.groups is None:
-            return cell_neighbors(self._cells.X, self.n_neighbors, method=self.neighbor_method, seed=self.seed)
-        return grouped_neighbors(self._cells.X, self.groups, self.n_neighbors, method=self.neighbor_method,
-                                 seed=self.seed)
 
     def _block(self) -> int:
         """Cells per single-group block of a grouped epoch: one batch (``batch_size``), or the cells that
@@ -233,12 +294,6 @@ class AtacformerDataModule(L.LightningDataModule):
             return self.batch_size
         mean_len = 1 + float(np.diff(self._cells.X.indptr).mean()) + self.vocab.n_chroms
         return max(1, int(self.max_tokens // min(mean_len, self.max_length)))
-
-    def _neighbors(self) -> np.ndarray | None:
-        """Neighbour table (computed once) when the contrastive views add neighbour bins, else None."""
-        if self.contrastive_drop is None or self.contrastive_neighbor_add <= 0 or len(self._cells) < 2:
-            return None
-        return self._neighbor_table
 
     def train_matrix(self) -> sp.csr_matrix | None:
         """Training cells × global bins (in-memory AnnData input), else None."""
@@ -252,9 +307,8 @@ class AtacformerDataModule(L.LightningDataModule):
         return self._bin_counts
 
     def _loader(self, train: bool) -> DataLoader:
-        collate = functools.partial(_collate, vocab=self.vocab, mask_fraction=self.mask_fraction,
-                                    max_length=self.max_length, contrastive_drop=self.contrastive_drop,
-                                    contrastive_neighbor_add=self.contrastive_neighbor_add)
+        batch = self.batch if train else (self.val_batch or dataclasses.replace(self.batch, keep=None))
+        collate = functools.partial(_collate, vocab=self.vocab, batch=batch, max_length=self.max_length)
         stream = PackedBatchStream(
             self._source(train), collate, n_chroms=self.vocab.n_chroms, max_length=self.max_length,
             max_tokens=self.max_tokens, batch_size=self.batch_size, seed=self.seed + (0 if train else 1),

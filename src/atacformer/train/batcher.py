@@ -1,0 +1,136 @@
+"""The one batcher: cells → packed batches, for training and for inference.
+
+A *cell* is a dict ``{"bin_ids": open global bin ids, "cell_type": int, "organ": int, ...}`` (see
+:mod:`atacformer.tokenize.dataset`). :class:`BatchSettings` says how training batches are made from
+cells (masking, depth augmentation, contrastive second views); :func:`collate_cells` packs them.
+
+Seeding rule. Training batches are collated with a generator seeded by (seed, rank, batch index)
+(:class:`~atacformer.train.stream.PackedBatchStream`), so a resumed run sees the same masks. Inference
+seeds every cell from its own content (:func:`cell_rng`): a cell longer than ``max_length`` gets the
+same subsample, hence the same embedding, whichever tool embeds it and whatever batch it lands in.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..models import Atacformer, PackedBatch, collate_cells
+from ..models.batch import mask_bins
+from ..tokenize import AnnDataCellDataset
+from ..tokenize.vocab import BinVocab
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How training batches are made from cells.
+
+    Parameters
+    ----------
+    mask_fraction
+        Share of each cell's open bins removed from its sentence (targets of the masked-bin loss).
+    keep
+        Depth augmentation: (lo, hi) = each cell first keeps a uniform-random share in [lo, hi] of its
+        open bins (the dropped bins look closed, as in a shallower cell). None = off.
+    contrastive_drop
+        Not None: every cell also gets a second view with this share of its bins dropped (and, for
+        cells that carry ``neighbor_bin_ids``, ``neighbor_add`` of one neighbour's extra bins added).
+    neighbor_add
+        Share of a neighbour's extra bins added to the second view.
+    """
+
+    mask_fraction: float = 0.15
+    keep: tuple[float, float] | None = None
+    contrastive_drop: float | None = None
+    neighbor_add: float = 0.0
+
+    def __post_init__(self):
+        if not 0 <= self.mask_fraction < 1:
+            raise ValueError(f"mask_fraction must be in [0, 1), got {self.mask_fraction}")
+        if self.keep is not None and not 0 < self.keep[0] <= self.keep[1] <= 1:
+            raise ValueError(f"keep must be (lo, hi) with 0 < lo <= hi <= 1, got {self.keep}")
+        if self.contrastive_drop is not None and not 0 <= self.contrastive_drop < 1:
+            raise ValueError(f"contrastive_drop must be in [0, 1), got {self.contrastive_drop}")
+        if not 0 <= self.neighbor_add <= 1:
+            raise ValueError(f"neighbor_add must be in [0, 1], got {self.neighbor_add}")
+
+    def collate(self, cells: list[dict], vocab: BinVocab, rng: np.random.Generator, *, max_length: int,
+                packed: bool = True) -> PackedBatch:
+        """One training batch of ``cells`` (augmented, masked, with second views as configured)."""
+        if self.keep is not None:
+            cells = [subsample(c, self.keep, rng) for c in cells]
+        return collate_cells(cells, vocab, mask_fraction=self.mask_fraction, max_length=max_length, rng=rng,
+                             packed=packed, contrastive_drop=self.contrastive_drop,
+                             contrastive_neighbor_add=self.neighbor_add)
+
+
+def subsample(cell: dict, keep: tuple[float, float], rng: np.random.Generator) -> dict:
+    """``cell`` with a uniform-random share in ``keep`` = (lo, hi) of its open bins (at least one kept)."""
+    bins = np.asarray(cell["bin_ids"], dtype=np.int64)
+    fraction = float(rng.uniform(*keep))
+    kept = mask_bins(bins, min(1.0 - fraction, 1.0 - 1.0 / max(len(bins), 1)), rng)
+    return {**cell, "bin_ids": kept}
+
+
+def cell_rng(bin_ids: np.ndarray, seed: int = 0) -> np.random.Generator:
+    """The inference generator of one cell: seeded by ``seed`` and a CRC-32 of its sorted open bins."""
+    crc = zlib.crc32(np.ascontiguousarray(np.sort(np.asarray(bin_ids, dtype=np.int64))).tobytes())
+    return np.random.default_rng([int(seed), crc])
+
+
+def adata_cells(adata, model: Atacformer) -> list[dict]:
+    """``{"bin_ids": open global bin ids}`` per cell of a cells × bins AnnData; a clear error when the
+    data's genome, bin size or chromosome set differ from the model's."""
+    model.check_data(adata.uns, what="AnnData")
+    sizes = adata.uns.get("chrom_sizes")
+    if sizes is not None and {str(k): int(v) for k, v in dict(sizes).items()} != model.config.chrom_sizes:
+        raise ValueError(
+            f"AnnData chromosomes {list(dict(sizes))} differ from the model's {list(model.config.chrom_sizes)} "
+            f"(genome {model.config.genome!r}, {model.config.bin_size} bp bins)")
+    ds = AnnDataCellDataset(adata, label_keys=[])
+    X = ds.X
+    return [{"bin_ids": X.indices[X.indptr[i] : X.indptr[i + 1]].astype(np.int64)} for i in range(X.shape[0])]
+
+
+def inference_batches(cells: Sequence[dict], vocab: BinVocab, *, batch_size: int, max_length: int, seed: int = 0,
+                      packed: bool = True) -> Iterator[tuple[np.ndarray, PackedBatch]]:
+    """(cell indices, unmasked batch) over ``cells`` in order, each cell seeded by :func:`cell_rng`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, len(cells), batch_size):
+        chunk = list(cells[start : start + batch_size])
+        rngs = [cell_rng(c["bin_ids"], seed) for c in chunk]
+        batch = collate_cells(chunk, vocab, mask_fraction=0.0, max_length=max_length, rng=rngs, packed=packed)
+        yield np.arange(start, start + len(chunk)), batch
+
+
+@torch.inference_mode()
+def encode_cells(model: Atacformer, cells: Sequence[dict], *, batch_size: int = 64, pooling: str = "cls",
+                 seed: int = 0, progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Cell embeddings (n_cells, d) and the cell-type head's softmax (n_cells, n_types) or None.
+
+    Eval mode, nothing masked, bf16 autocast on CUDA; ``progress`` wraps the batch iterator (e.g. tqdm)."""
+    was_training = model.training
+    model.eval()
+    head = model.cell_type_head
+    emb = np.zeros((len(cells), model.config.d_model), dtype=np.float32)
+    probs = None if head is None else np.zeros((len(cells), model.config.n_cell_types), dtype=np.float32)
+    packed = model.device.type == "cuda"  # packed + flash on GPU; one padded SDPA call is faster on CPU
+    batches = inference_batches(cells, model.vocab, batch_size=batch_size, max_length=model.config.max_length,
+                                seed=seed, packed=packed)
+    try:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=model.device.type == "cuda"):
+            for idx, batch in (progress(batches) if progress else batches):
+                batch = batch.to(model.device)
+                h = model.embed(batch, pooling=pooling)  # (B, d)
+                emb[idx] = h.float().cpu().numpy()
+                if head is not None:
+                    cls = h if pooling == "cls" else model.embed(batch, pooling="cls")
+                    probs[idx] = torch.softmax(head(cls).float(), 1).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return emb, probs
