@@ -78,3 +78,49 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+_RECIPE_KEYS = {"e1_init", "contrastive_neighbors", "state_class_weights"}
+_BATCH_KEYS = {"contrastive_drop": "contrastive_drop", "contrastive_neighbor_add": "neighbor_add",
+               "mask_fraction": "mask_fraction"}
+
+
+def make_recipe(*, preset="tiny", max_steps=1000, lr=None, warmup_steps=None, batch_size=None,
+                max_tokens_per_batch=16384, val_fraction=0.05, val_every_n_steps=None, ckpt_every_n_steps=500,
+                log_every_n_steps=10, num_workers=0, batch_key=None, overrides=None, seed=0, progress_bar=False):
+    """A PretrainRecipe from flat keyword options (the defaults are the recipe's)."""
+    from atacformer.train import PretrainRecipe
+
+    r = PretrainRecipe(preset=preset, seed=seed)
+    model, batch, top = dict(r.model), {}, {}
+    for key, value in (overrides or {}).items():
+        if key in _RECIPE_KEYS:
+            top[key] = value
+        elif key in _BATCH_KEYS:
+            batch[_BATCH_KEYS[key]] = value
+        else:
+            model[key] = value
+    return r.replace(model=model, batch=batch, optimizer={"lr": lr, "warmup_steps": warmup_steps},
+                     trainer={"max_steps": max_steps, "ckpt_every_n_steps": ckpt_every_n_steps,
+                              "val_every_n_steps": val_every_n_steps, "log_every_n_steps": log_every_n_steps,
+                              "progress_bar": progress_bar},
+                     data={"batch_size": batch_size, "max_tokens": max_tokens_per_batch, "val_fraction": val_fraction,
+                           "num_workers": num_workers, "batch_key": batch_key}, **top)
+
+
+@pytest.fixture(scope="session")
+def run_pretrain():
+    """``run_pretrain(inputs, out_dir=..., resume=None, trainer_kwargs=None, **flat_options)`` → model."""
+    from atacformer.train import pretrain
+
+    def run(inputs, *, out_dir, resume=None, trainer_kwargs=None, accelerator=None, devices=None, **kw):
+        tk = dict(trainer_kwargs or {})
+        tk.update({k: v for k, v in (("accelerator", accelerator), ("devices", devices)) if v is not None})
+        return pretrain(inputs, out_dir=out_dir, recipe=make_recipe(**kw), resume=resume, trainer_kwargs=tk)
+    return run
+
+
+@pytest.fixture(scope="session")
+def recipe_of():
+    """``recipe_of(**flat_options)`` → a PretrainRecipe (see :func:`make_recipe`)."""
+    return make_recipe

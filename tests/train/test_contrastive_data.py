@@ -1,16 +1,19 @@
 """Contrastive pretraining data: neighbour table, two-view batches from the data module, exact resume."""
 
 import numpy as np
+
+from atacformer.train import BatchSettings, PretrainRecipe
+from atacformer.train.pretrain import set_view_neighbors
 import scipy.sparse as sp
 import torch
 
 from atacformer.train import (
     AtacformerDataModule,
-    pretrain,
+    DataSettings,
     read_metrics,
     weights_digest,
 )
-from atacformer.train.data import cell_neighbors
+from atacformer.train.priors import cell_neighbors
 
 
 def test_neighbors_match_brute_force_tfidf_cosine(make_toy):
@@ -29,8 +32,9 @@ def test_neighbors_match_brute_force_tfidf_cosine(make_toy):
 
 
 def test_data_module_adds_views_with_neighbor_bins(make_toy):
-    dm = AtacformerDataModule(make_toy(40), batch_size=4, val_fraction=0.0, seed=1)
-    dm.contrastive_drop, dm.contrastive_neighbor_add = 0.5, 1.0
+    dm = AtacformerDataModule(make_toy(40), data=DataSettings(batch_size=4, val_fraction=0.0), seed=1)
+    dm.batch = BatchSettings(contrastive_drop=0.5, neighbor_add=1.0)
+    set_view_neighbors(dm, PretrainRecipe(contrastive_neighbors="tfidf"))
     batch = next(iter(dm.train_dataloader()))
     assert batch.num_sentences == 8 and batch.view_cls_index.shape == (4,)
     cu = batch.cu_seqlens.tolist()
@@ -38,13 +42,13 @@ def test_data_module_adds_views_with_neighbor_bins(make_toy):
     assert views > first // 2  # half dropped, but a neighbour's bins added on top
 
 
-def test_contrastive_resume_is_exact(tmp_path, make_toy, one_thread):
+def test_contrastive_resume_is_exact(tmp_path, make_toy, one_thread, run_pretrain):
     adata = make_toy(32)
     kw = {"preset": "tiny", "log_every_n_steps": 1, "progress_bar": False, "warmup_steps": 2, "lr": 2e-3,
           "max_steps": 4, "ckpt_every_n_steps": 2, "batch_size": 8, "val_fraction": 0.0,
           "overrides": {"contrastive_weight": 1.0, "contrastive_neighbor_add": 0.5}}
-    full = pretrain(adata, out_dir=tmp_path / "full", **kw)
-    resumed = pretrain(adata, out_dir=tmp_path / "res", resume=tmp_path / "full" / "checkpoints" / "step=2.ckpt", **kw)
+    full = run_pretrain(adata, out_dir=tmp_path / "full", **kw)
+    resumed = run_pretrain(adata, out_dir=tmp_path / "res", resume=tmp_path / "full" / "checkpoints" / "step=2.ckpt", **kw)
     a, b = read_metrics(tmp_path / "full" / "logs"), read_metrics(tmp_path / "res" / "logs")
     np.testing.assert_array_equal(a[a["step"] >= 2]["train/contrastive"].to_numpy(), b["train/contrastive"].to_numpy())
     assert weights_digest(full) == weights_digest(resumed)

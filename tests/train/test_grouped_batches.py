@@ -1,12 +1,15 @@
 """``batch_key``: pretraining batches that hold one sample/dataset each, neighbours found within it."""
 
 import numpy as np
+
+from atacformer.train import BatchSettings, PretrainRecipe
+from atacformer.train.pretrain import set_view_neighbors
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from atacformer.genome import Genome
-from atacformer.train import AtacformerDataModule, pretrain, read_metrics
+from atacformer.train import AtacformerDataModule, DataSettings, read_metrics
 from atacformer.train.priors import grouped_neighbors
 from atacformer.train.stream import group_cells
 
@@ -46,8 +49,9 @@ def test_grouped_neighbors_stay_in_their_group_and_fill_k_columns():
 
 def test_every_batch_holds_one_dataset_and_an_epoch_covers_every_cell():
     adata = _two_datasets()
-    dm = AtacformerDataModule(adata, batch_size=4, val_fraction=0.0, batch_key="dataset", seed=2)
-    dm.contrastive_drop, dm.contrastive_neighbor_add = 0.5, 1.0
+    dm = AtacformerDataModule(adata, data=DataSettings(batch_size=4, val_fraction=0.0, batch_key="dataset"), seed=2)
+    dm.batch = BatchSettings(contrastive_drop=0.5, neighbor_add=1.0)
+    set_view_neighbors(dm, PretrainRecipe(contrastive_neighbors="tfidf"))
     first_chr2 = dm.vocab.bin_offset + 120
     kinds = []
     for _, batch in zip(range(24), dm.train_dataloader()):
@@ -58,7 +62,7 @@ def test_every_batch_holds_one_dataset_and_an_epoch_covers_every_cell():
     source = dm._source(train=True)
     for epoch in range(2):
         assert sorted(c["row"] for c in source(epoch)) == list(range(adata.n_obs))
-    mixed = AtacformerDataModule(adata, batch_size=4, val_fraction=0.0, seed=2)  # without batch_key batches mix
+    mixed = AtacformerDataModule(adata, data=DataSettings(batch_size=4, val_fraction=0.0), seed=2)  # without batch_key batches mix
     assert any(len(set(b.input_ids[b.input_ids >= mixed.vocab.bin_offset].ge(first_chr2).tolist())) == 2
                for _, b in zip(range(12), mixed.train_dataloader()))
 
@@ -66,18 +70,18 @@ def test_every_batch_holds_one_dataset_and_an_epoch_covers_every_cell():
 def test_batch_key_errors():
     adata = _two_datasets()
     with pytest.raises(ValueError, match="'donor' is not an obs column"):
-        AtacformerDataModule(adata, batch_key="donor")
+        AtacformerDataModule(adata, data=DataSettings(batch_key="donor"))
     adata.obs.loc["c0", "dataset"] = np.nan
     with pytest.raises(ValueError, match="1 missing values"):
-        AtacformerDataModule(adata, batch_key="dataset")
+        AtacformerDataModule(adata, data=DataSettings(batch_key="dataset"))
 
 
-def test_pretrain_with_batch_key_trains_and_resumes_exactly(tmp_path, one_thread):
+def test_pretrain_with_batch_key_trains_and_resumes_exactly(tmp_path, one_thread, run_pretrain):
     adata = _two_datasets()
     kw = {"preset": "tiny", "log_every_n_steps": 1, "progress_bar": False, "warmup_steps": 2, "lr": 2e-3,
           "max_steps": 4, "ckpt_every_n_steps": 2, "batch_size": 8, "val_fraction": 0.0, "batch_key": "dataset",
           "overrides": {"contrastive_weight": 1.0, "contrastive_neighbor_add": 0.5}}
-    pretrain(adata, out_dir=tmp_path / "full", **kw)
-    pretrain(adata, out_dir=tmp_path / "res", resume=tmp_path / "full" / "checkpoints" / "step=2.ckpt", **kw)
+    run_pretrain(adata, out_dir=tmp_path / "full", **kw)
+    run_pretrain(adata, out_dir=tmp_path / "res", resume=tmp_path / "full" / "checkpoints" / "step=2.ckpt", **kw)
     a, b = read_metrics(tmp_path / "full" / "logs"), read_metrics(tmp_path / "res" / "logs")
     np.testing.assert_array_equal(a[a["step"] >= 2]["train/loss"].to_numpy(), b["train/loss"].to_numpy())

@@ -5,20 +5,20 @@ import pytest
 import torch
 
 from atacformer.models import Atacformer
-from atacformer.train import pretrain, read_metrics, weights_digest
+from atacformer.train import read_metrics, weights_digest
 
 FAST = dict(preset="tiny", log_every_n_steps=1, progress_bar=False, warmup_steps=2, lr=2e-3)
 
 
-def test_resume_gives_identical_subsequent_losses(tmp_path, make_toy, one_thread):
+def test_resume_gives_identical_subsequent_losses(tmp_path, make_toy, one_thread, run_pretrain):
     """2N steps in one go vs. N steps, then resume from the step-N checkpoint: same losses after N."""
     adata = make_toy(48)
     kw = dict(FAST, max_steps=8, ckpt_every_n_steps=4, max_tokens_per_batch=700, val_every_n_steps=4,
               val_fraction=0.25, num_workers=2)
-    full = pretrain(adata, out_dir=tmp_path / "full", **kw)
+    full = run_pretrain(adata, out_dir=tmp_path / "full", **kw)
     ckpt = tmp_path / "full" / "checkpoints" / "step=4.ckpt"
     assert ckpt.exists() and (tmp_path / "full" / "checkpoints" / "last.ckpt").exists()
-    resumed = pretrain(adata, out_dir=tmp_path / "resumed", resume=ckpt, **kw)
+    resumed = run_pretrain(adata, out_dir=tmp_path / "resumed", resume=ckpt, **kw)
 
     a, b = read_metrics(tmp_path / "full" / "logs"), read_metrics(tmp_path / "resumed" / "logs")
     assert b["step"].min() == 4 and list(a["step"]) == list(range(8))
@@ -30,9 +30,9 @@ def test_resume_gives_identical_subsequent_losses(tmp_path, make_toy, one_thread
     assert not np.array_equal(a["train/loss"].to_numpy()[:4], after["train/loss"].to_numpy())
 
 
-def test_pretrain_outputs_and_logs(tmp_path, make_toy):
+def test_pretrain_outputs_and_logs(tmp_path, make_toy, run_pretrain):
     out = tmp_path / "model"
-    model = pretrain(make_toy(40), out_dir=out, max_steps=3, batch_size=8, ckpt_every_n_steps=2, **FAST)
+    model = run_pretrain(make_toy(40), out_dir=out, max_steps=3, batch_size=8, ckpt_every_n_steps=2, **FAST)
     for name in ("config.json", "model.safetensors", "vocab.json", "training_curve.png", "logs/ranks.json"):
         assert (out / name).is_file(), name
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt", "step=2.ckpt"]
@@ -47,18 +47,47 @@ def test_pretrain_outputs_and_logs(tmp_path, make_toy):
     assert (out / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resume_last_needs_a_checkpoint(tmp_path, make_toy):
+def test_resume_last_needs_a_checkpoint(tmp_path, make_toy, run_pretrain):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        pretrain(make_toy(16), out_dir=tmp_path, resume="last", max_steps=1, batch_size=8, **FAST)
+        run_pretrain(make_toy(16), out_dir=tmp_path, resume="last", max_steps=1, batch_size=8, **FAST)
 
 
-def test_loss_decreases_on_hemato(tmp_path, hemato):
+def test_an_existing_run_is_refused_and_other_runs_cannot_be_resumed(tmp_path, make_toy, run_pretrain):
+    out = tmp_path / "m"
+    kw = dict(FAST, max_steps=2, batch_size=8, ckpt_every_n_steps=1, val_fraction=0.0)
+    run_pretrain(make_toy(16), out_dir=out, **kw)
+    with pytest.raises(FileExistsError, match="already holds a model"):
+        run_pretrain(make_toy(16), out_dir=out, **kw)
+    with pytest.raises(ValueError, match="belongs to another run"):  # other data
+        run_pretrain(make_toy(20, seed=3), out_dir=out, resume="last", **kw)
+    with pytest.raises(ValueError, match="belongs to another run"):  # another recipe
+        run_pretrain(make_toy(16), out_dir=out, resume="last", **{**kw, "lr": 1e-3})
+    run_pretrain(make_toy(16), out_dir=out, resume="last", **{**kw, "max_steps": 3})  # a longer schedule is fine
+
+
+def test_a_checkpoint_with_pickled_code_is_refused(tmp_path):
+    from atacformer.train.engine import load_checkpoint
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"state_dict": {}, "payload": Evil()}, tmp_path / "evil.ckpt")
+    with pytest.raises(ValueError, match="not a readable atacformer checkpoint"):
+        load_checkpoint(tmp_path / "evil.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "evil.ckpt").read_bytes()[:20])
+    with pytest.raises(ValueError, match="cut.ckpt"):
+        load_checkpoint(tmp_path / "cut.ckpt")
+
+
+def test_loss_decreases_on_hemato(tmp_path, hemato, run_pretrain):
     """The shipped hemato cells (chr1–2, 5 kb bins): the loss falls and cell types become predictable."""
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out = tmp_path / "hemato"
-    pretrain(hemato, out_dir=out, max_steps=60, batch_size=16, val_fraction=0.2, val_every_n_steps=60,
+    run_pretrain(hemato, out_dir=out, max_steps=60, batch_size=16, val_fraction=0.2, val_every_n_steps=60,
              ckpt_every_n_steps=1000,  # the thresholds below are for fixed weights, not pretrain's balanced default
              overrides=dict(dropout=0.0, state0_sample_rate=0.02, state_class_weights=(1.0, 10.0, 10.0),
+                            contrastive_drop=None,
                             contrastive_weight=0.0, decoder_bins="all", e1_init="random"),  # not the recipe
              **{**FAST, "lr": 3e-3, "warmup_steps": 5})
     m = read_metrics(out / "logs")
@@ -72,15 +101,15 @@ def test_loss_decreases_on_hemato(tmp_path, hemato):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
-def test_gpu_without_cuda_is_a_clear_error(tmp_path, make_toy):
+def test_gpu_without_cuda_is_a_clear_error(tmp_path, make_toy, run_pretrain):
     with pytest.raises(ValueError, match="CUDA is not available"):
-        pretrain(make_toy(8), out_dir=tmp_path, accelerator="gpu", max_steps=1, batch_size=4, **FAST)
+        run_pretrain(make_toy(8), out_dir=tmp_path, accelerator="gpu", max_steps=1, batch_size=4, **FAST)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_pretrain_on_gpu_uses_bf16(tmp_path, make_toy):
-    model = pretrain(make_toy(32), out_dir=tmp_path, accelerator="gpu", devices=1, max_steps=4, batch_size=8, **FAST)
+def test_pretrain_on_gpu_uses_bf16(tmp_path, make_toy, run_pretrain):
+    model = run_pretrain(make_toy(32), out_dir=tmp_path, accelerator="gpu", devices=1, max_steps=4, batch_size=8, **FAST)
     assert next(model.parameters()).dtype == torch.float32  # bf16 autocast, fp32 master weights
     m = read_metrics(tmp_path / "logs")
     assert np.isfinite(m["train/loss"]).all() and len(m) == 4

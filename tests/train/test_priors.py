@@ -10,7 +10,7 @@ import torch
 
 from atacformer.models import Atacformer, AtacformerConfig
 from atacformer.tokenize import Corpus, write_corpus
-from atacformer.train import AtacformerDataModule, pretrain
+from atacformer.train import AtacformerDataModule, DataSettings, PretrainRecipe
 from atacformer.train.pretrain import build_config, init_from_data
 from atacformer.train.priors import (
     balanced_state_weights,
@@ -54,7 +54,7 @@ def test_neighbors_are_mostly_the_same_type(make_toy, method):
 
 
 def test_auto_weights_need_pretrain(make_toy):
-    data = AtacformerDataModule(make_toy(10), batch_size=4, val_fraction=0.0)
+    data = AtacformerDataModule(make_toy(10), data=DataSettings(batch_size=4, val_fraction=0.0))
     with pytest.raises(ValueError, match="resolved from the data"):
         AtacformerConfig.from_preset("tiny", data.vocab, state_class_weights="auto")
 
@@ -79,52 +79,53 @@ def test_svd_bin_embeddings_shapes_scale_determinism_and_structure(make_toy):
     assert (half[nearest] == half).mean() > 0.9
 
 
-def test_pretrain_observed_decoder_auto_weights_and_svd_init(tmp_path, make_toy):
+def test_pretrain_observed_decoder_auto_weights_and_svd_init(tmp_path, make_toy, run_pretrain, recipe_of):
     adata = make_toy(40, seed=4)
     adata.X[:, 5] = 0  # a bin never open → not a decoder target
     adata.X.eliminate_zeros()
     opts = dict(decoder_bins="observed", e1_init="svd", dropout=0.0)
-    data = AtacformerDataModule(adata, batch_size=8, val_fraction=0.0)
-    config = build_config(data, "tiny", opts)
+    data = AtacformerDataModule(adata, data=DataSettings(batch_size=8, val_fraction=0.0))
+    config = build_config(data, recipe_of(overrides=opts))
     counts, n = bin_open_counts(adata.X, n_bins=adata.n_vars)
     assert config.n_decoder_bins == int((counts > 0).sum()) < adata.n_vars
     assert config.state_class_weights == balanced_state_weights(counts, n, config.n_decoder_bins)
     model = Atacformer(config)
-    init_from_data(model, data)
+    init_from_data(model, data, recipe_of(overrides=opts))
     assert model.decoder.bins.tolist() == np.flatnonzero(counts > 0).tolist()
     bins, vec = svd_bin_embeddings(adata.X, config.k, seed=0)
     torch.testing.assert_close(model.encoder.embed.e1.weight[model.bin_offset + torch.from_numpy(bins)],
                                torch.from_numpy(vec))
 
     out = tmp_path / "m"
-    trained = pretrain(adata, out_dir=out, max_steps=4, batch_size=8, ckpt_every_n_steps=2, overrides=opts, **FAST)
+    trained = run_pretrain(adata, out_dir=out, max_steps=4, batch_size=8, ckpt_every_n_steps=2, overrides=opts, **FAST)
     saved = json.loads((out / "config.json").read_text())
     assert saved["decoder_bins"] == "observed" and saved["n_decoder_bins"] == config.n_decoder_bins
     loaded = Atacformer.from_pretrained(out)
     assert torch.equal(loaded.decoder.bins, trained.decoder.bins) and 5 not in loaded.decoder.bins.tolist()
-    resumed = pretrain(adata, out_dir=tmp_path / "r", resume=out / "checkpoints" / "step=2.ckpt", max_steps=4,
+    resumed = run_pretrain(adata, out_dir=tmp_path / "r", resume=out / "checkpoints" / "step=2.ckpt", max_steps=4,
                        batch_size=8, overrides=opts, **FAST)
     assert torch.equal(resumed.decoder.bins, trained.decoder.bins)
     for k, v in trained.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
 
 
-def test_in_memory_cells_get_the_measured_recipe_and_overrides_win(tmp_path, make_toy):
+def test_the_default_recipe_is_the_measured_one_and_overrides_win(tmp_path, make_toy):
     adata = make_toy(24, seed=1)
-    config = build_config(AtacformerDataModule(adata, batch_size=8, val_fraction=0.0), "tiny", None)
-    assert (config.decoder_bins, config.e1_init, config.contrastive_neighbors) == ("observed", "svd", "spectral")
-    assert config.contrastive_weight == 5.0 and config.contrastive_drop == 0.8 and config.dropout == 0.0
-    plain = build_config(AtacformerDataModule(adata, batch_size=8, val_fraction=0.0), "tiny",
-                         {"contrastive_weight": 0.0, "decoder_bins": "all"})
+    r = PretrainRecipe()
+    assert (r.e1_init, r.contrastive_neighbors, r.batch.contrastive_drop, r.batch.neighbor_add) == ("svd", "spectral", 0.8, 1.0)
+    config = build_config(AtacformerDataModule(adata, data=DataSettings(batch_size=8, val_fraction=0.0)), r)
+    assert config.decoder_bins == "observed" and config.contrastive_weight == 5.0 and config.dropout == 0.0
+    plain = build_config(AtacformerDataModule(adata, data=DataSettings(batch_size=8, val_fraction=0.0)),
+                         PretrainRecipe.masked_only())
     assert plain.contrastive_weight == 0.0 and plain.decoder_bins == "all" and plain.dropout == 0.1  # preset's
     write_corpus(adata, tmp_path / "c", cells_per_shard=12, row_group_size=6, progress=False)
-    streamed = build_config(AtacformerDataModule([tmp_path / "c"], max_tokens_per_batch=512), "tiny", None)
-    assert streamed.contrastive_weight == 0.0 and streamed.e1_init == "random" and streamed.decoder_bins == "all"
+    streamed = build_config(AtacformerDataModule([tmp_path / "c"], data=DataSettings(max_tokens=512)), r)
+    assert streamed.contrastive_weight == 5.0 and streamed.decoder_bins == "observed"  # one recipe for both inputs
 
 
-def test_pretrain_lr_defaults_to_the_presets(tmp_path, make_toy):
+def test_pretrain_lr_defaults_to_the_presets(tmp_path, make_toy, run_pretrain):
     from atacformer.train import read_metrics
 
-    pretrain(make_toy(16), out_dir=tmp_path / "m", max_steps=2, batch_size=8, warmup_steps=1, ckpt_every_n_steps=10,
+    run_pretrain(make_toy(16), out_dir=tmp_path / "m", max_steps=2, batch_size=8, warmup_steps=1, ckpt_every_n_steps=10,
              log_every_n_steps=1, progress_bar=False, val_fraction=0.0)
     assert read_metrics(tmp_path / "m" / "logs")["train/lr"].dropna().max() == pytest.approx(1e-2)

@@ -7,7 +7,7 @@ import torch
 from atacformer.genome import BinIndex
 from atacformer.models import Atacformer, AtacformerConfig
 from atacformer.tokenize import BinVocab, write_corpus
-from atacformer.train import AtacformerDataModule, parameter_groups, warmup_cosine
+from atacformer.train import AtacformerDataModule, DataSettings, parameter_groups, warmup_cosine
 from atacformer.train.stream import group_cells, sentence_length
 
 
@@ -37,7 +37,7 @@ def _ids(batches):
 
 def test_resumed_stream_skips_exactly_the_used_batches(make_toy):
     """With 2 workers, a stream told to skip k batches continues exactly where the first left off."""
-    dm = AtacformerDataModule(make_toy(40), batch_size=4, val_fraction=0.0, num_workers=2, seed=3)
+    dm = AtacformerDataModule(make_toy(40), data=DataSettings(batch_size=4, val_fraction=0.0, num_workers=2), seed=3)
     dm.setup("fit")
     full = dm.train_dataloader()
     first = []
@@ -61,7 +61,7 @@ def test_anndata_ranks_and_val_split_are_disjoint(make_toy):
     adata = make_toy(50)
     seen = {}
     for rank in (0, 1):
-        dm = AtacformerDataModule(adata, batch_size=4, val_fraction=0.2, seed=1)
+        dm = AtacformerDataModule(adata, data=DataSettings(batch_size=4, val_fraction=0.2), seed=1)
         dm.rank, dm.world_size = rank, 2
         dm.setup("fit")
         for epoch in (0, 1):
@@ -81,7 +81,7 @@ def test_corpus_ranks_read_different_shards_and_labels_are_merged(tmp_path, make
     b.obs["cell_type"] = b.obs["cell_type"].cat.rename_categories({"A": "C", "B": "A"})  # labels C, A
     write_corpus(a, tmp_path / "c1", cells_per_shard=10, row_group_size=10, progress=False)
     write_corpus(b, tmp_path / "c2", cells_per_shard=12, row_group_size=12, progress=False)
-    dm = AtacformerDataModule([tmp_path / "c1", tmp_path / "c2"], batch_size=4)
+    dm = AtacformerDataModule([tmp_path / "c1", tmp_path / "c2"], data=DataSettings(batch_size=4))
     assert dm.label_names["cell_type"] == ["A", "B", "C"]
     ids = {}
     for rank in (0, 1):

@@ -126,8 +126,9 @@ def pretrain(
     prepare_out_dir(out_dir, resume=ckpt_path, overwrite=overwrite)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     data = AtacformerDataModule(inputs, data=recipe.data, batch=recipe.batch, val_inputs=val_inputs, seed=recipe.seed)
-    run_info = {"data": fingerprint(data.fingerprint()),  # the schedule may be extended on resume
-                "recipe": fingerprint({k: v for k, v in recipe.to_dict().items() if k != "trainer"})}
+    # the schedule may be extended on resume, and the architecture is the checkpoint's
+    run_info = {"data": fingerprint(data.fingerprint()),
+                "recipe": fingerprint({k: v for k, v in recipe.to_dict().items() if k not in ("trainer", "model", "preset")})}
     if ckpt_path is not None:  # the checkpoint's architecture wins
         ckpt = load_checkpoint(ckpt_path)
         check_resume(ckpt, ckpt_path, run_info)
