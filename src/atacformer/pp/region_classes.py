@@ -22,6 +22,7 @@ are the base classes of step 1, stored as runs; see ``data/ATTRIBUTION.md``.
 from __future__ import annotations
 
 import gzip
+import io
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +31,15 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from ..genome import DEFAULT_BIN_SIZE, BUILTIN_GENOMES, BinIndex, Genome, data_path, get_genome, normalize_chrom
+from ..genome import (
+    BUILTIN_GENOMES,
+    DEFAULT_BIN_SIZE,
+    BinIndex,
+    Genome,
+    data_path,
+    get_genome,
+    normalize_chrom,
+)
 
 PRIORITY = ("promoter", "TTS", "CDS", "exon", "5UTR", "3UTR", "ncRNA", "intron")  # HOMER's order, highest first
 BACKGROUND = "intergenic"  # built-in annotations: bases in no feature
@@ -76,7 +85,8 @@ def flatten(start: np.ndarray, end: np.ndarray, code: np.ndarray) -> tuple[np.nd
 
 
 def _chrom_offsets(genome: Genome) -> dict[str, int]:
-    sizes = list(genome.chrom_sizes.values())
+    """Start of each chromosome on one axis, one base apart (so no run can merge across chromosomes)."""
+    sizes = np.array(list(genome.chrom_sizes.values()), dtype=np.int64) + 1
     return dict(zip(genome.chroms, np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()))
 
 
@@ -188,7 +198,8 @@ def write_runs(runs: pd.DataFrame, classes: Sequence[str], path: PathLike) -> No
     gap[:1] = runs["start"].to_numpy(np.int64)[:1]
     table = pd.DataFrame({"chrom": runs["chrom"], "gap": gap, "length": runs["end"] - runs["start"],
                           "code": pd.Categorical(runs["class"], categories=list(classes)).codes})
-    with atomic_path(path, suffix=".gz") as tmp, gzip.open(tmp, "wt", compresslevel=9) as fh:
+    with atomic_path(path, suffix=".gz") as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile("", "wb", 9, raw, mtime=0) as gz, io.TextIOWrapper(gz) as fh:  # same bytes each build
         fh.write(f"#classes={','.join(classes)}\n")
         table.to_csv(fh, sep="\t", header=False, index=False)
 

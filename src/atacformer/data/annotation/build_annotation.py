@@ -18,7 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from atacformer.genome import get_genome
-from atacformer.pp.region_classes import builtin_classes, flatten_intervals, gene_intervals, write_runs
+from atacformer.pp.region_classes import (
+    builtin_classes,
+    flatten_intervals,
+    gene_intervals,
+    write_runs,
+)
 
 COLS = ["chrom", "start", "end", "name", "score", "strand"]
 
