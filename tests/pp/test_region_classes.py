@@ -161,3 +161,36 @@ def test_bin_var_adds_classes_for_builtin_genomes_only():
     var = bin_var(get_genome("mm10").bins(20_000))
     assert var["region_class"].notna().all() and len(var) == get_genome("mm10").bins(20_000).n_bins
     assert "region_class" not in bin_var(_genome().bins(100))
+
+
+def test_cli_regions_annotate(tmp_path, capsys):
+    from atacformer.cli import main
+
+    (tmp_path / "c.bed").write_text("chr1\t0\t100\tenhancer\nchr1\t0\t100\tCTCF\n")
+    sizes = tmp_path / "toy.sizes"
+    sizes.write_text("".join(f"{c}\t{n}\n" for c, n in SIZES.items()))
+    out = tmp_path / "bins.tsv"
+    assert main(["regions", "annotate", "--genome", str(sizes), "--bin-size", "100", "--classes",
+                 str(tmp_path / "c.bed"), "--priority", "CTCF,enhancer", "-o", str(out)]) == 0
+    table = pd.read_csv(out, sep="\t", index_col=0)
+    assert list(table.columns) == ["region_class"] and len(table) == 16
+    assert table.loc["chr1:0-100", "region_class"] == "CTCF" and (table["region_class"].iloc[1:] == "other").all()
+    assert "CTCF\t1\t" in capsys.readouterr().out
+    assert main(["regions", "annotate", "--genome", "hg19", "--bin-size", "1000000", "-o", str(tmp_path / "h.tsv")]) == 0
+    hg19 = pd.read_csv(tmp_path / "h.tsv", sep="\t")
+    assert len(hg19) == get_genome("hg19").bins(1_000_000).n_bins and hg19["region_class"].notna().all()
+    # errors: exit code 2 with the file and line, nothing written
+    (tmp_path / "bad.bed").write_text("chr1\tx\t5\tA\n")
+    assert main(["regions", "annotate", "--genome", str(sizes), "--classes", str(tmp_path / "bad.bed"),
+                 "-o", str(tmp_path / "no.tsv")]) == 2
+    assert "bad.bed:1" in capsys.readouterr().err and not (tmp_path / "no.tsv").exists()
+
+
+def test_ingested_anndata_carry_region_classes(tmp_path):
+    from atacformer.genome import data_path
+    from atacformer.io import ingest_fragments
+
+    out = ingest_fragments(data_path("pbsmall_fragments_hg19.tsv.gz"), tmp_path / "a.h5ad", genome="hg19",
+                           min_fragments=100)
+    adata = ad.read_h5ad(out, backed="r")
+    assert adata.var["region_class"].astype(str).tolist() == region_classes("hg19").astype(str).tolist()
