@@ -80,7 +80,7 @@ def test_regions_on_hg19_bins(tmp_path):
     adata.write_h5ad(tmp_path / "a.h5ad")
     config = AtacformerConfig.from_preset("tiny", BinVocab(genome, 5000))
     Atacformer(config).save_pretrained(tmp_path / "model")
-    assert main(["regions", str(tmp_path / "a.h5ad"), "--model", str(tmp_path / "model"), "--groupby", "cell_type",
+    assert main(["regions", "specific", str(tmp_path / "a.h5ad"), "--model", str(tmp_path / "model"), "--groupby", "cell_type",
                  "-o", str(tmp_path / "reg"), "--n-top", "10"]) == 0
     top = pd.read_csv(tmp_path / "reg" / "specific_regions.tsv", sep="\t")
     assert set(top["group"]) == {"g1", "g2"} and top["bin"].str.startswith("chr1:").all()

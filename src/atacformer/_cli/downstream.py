@@ -1,4 +1,4 @@
-"""``atacformer finetune | annotate | map | integrate | regions | evaluate | demo``: thin wrappers over
+"""``atacformer finetune | annotate | map | integrate | evaluate | demo``: thin wrappers over
 :mod:`atacformer.tl` and :mod:`atacformer.metrics`."""
 
 from __future__ import annotations
@@ -91,15 +91,6 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=ir.seed, help="random seed")
     p.set_defaults(func=_integrate)
 
-    p = subparsers.add_parser("regions", help="contextual region embeddings, group-specific bins, promoter candidates")
-    p.add_argument("input")
-    p.add_argument("--model", required=True)
-    p.add_argument("--groupby", required=True)
-    p.add_argument("-o", "--output", required=True, help="output folder (TSV tables)")
-    p.add_argument("--genome", help="genome with gene annotation (default: the data's)")
-    p.add_argument("--n-top", type=int, default=20)
-    p.set_defaults(func=_regions)
-
     p = subparsers.add_parser("evaluate", help="metrics vs labels and LSI/spectral baselines → JSON + Markdown")
     p.add_argument("input")
     p.add_argument("--labels-key", default="cell_type")
@@ -188,23 +179,6 @@ def _integrate(args: argparse.Namespace) -> int:
     if args.save_model:
         corrected.save_pretrained(args.save_model)
     _write(adata, args.output)
-    return 0
-
-
-def _regions(args: argparse.Namespace) -> int:
-    from .._atomic import write_text
-    from ..tl import region_embeddings, specific_regions, unannotated_promoters
-
-    adata = _read(args.input)
-    region_embeddings(adata, _model(args.model), groupby=args.groupby)
-    out = Path(args.output)
-    top = specific_regions(adata, genome=args.genome, n_top=args.n_top)
-    write_text(out / "specific_regions.tsv", top.to_csv(sep="\t", index=False))
-    cand = unannotated_promoters(adata, genome=args.genome)
-    write_text(out / "promoter_candidates.tsv", cand.to_csv(sep="\t", index=False))
-    auc = adata.uns["atacformer_promoter_candidates"]["auc"]
-    print(f"{len(top)} group-specific bins, {len(cand)} promoter-like bins without an annotated TSS "
-          f"(classifier cross-validated AUC {auc:.3f}); tables in {out}")
     return 0
 
 

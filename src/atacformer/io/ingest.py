@@ -158,7 +158,9 @@ def _in_background(fn) -> Future:
 def _prepare(paths, genome, bin_size, counting, min_fragments, max_fragments, whitelist, labels, sample_names):
     paths = _as_paths(paths)
     bins = get_genome(genome).bins(bin_size)
-    var = _in_background(bins.var)
+    from ..pp.region_classes import bin_var
+
+    var = _in_background(lambda: bin_var(bins))  # bins.var() + var['region_class'] (built-in genomes)
     samples = sample_names_for(paths, sample_names)
     counter = _count(paths, bins, counting=counting, whitelist=whitelist, samples=samples)
     try:
