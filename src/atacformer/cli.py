@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     # PyTorch's huge pages for large CPU tensors (Linux; read when torch is first imported, which the
     # handlers do lazily): ~12 % less CPU per pretraining step, from the dense bin-table gradients
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    # a fixed intra-op thread count: with MKL's dynamic threading two identical runs (or a run and its
+    # resumed copy) can differ in the last bit when the machine is loaded
+    os.environ.setdefault("MKL_DYNAMIC", "FALSE")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")

@@ -19,6 +19,7 @@ import logging
 import math
 import shutil
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -287,9 +288,27 @@ def _accelerator(trainer_kwargs: dict) -> str:
     return acc
 
 
+class _DropAdverts(logging.Filter):
+    """Lightning's product tips are not events of the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("💡")
+
+
+def _quiet_lightning() -> None:
+    """One clean line per event: no product tips, no deprecation notes from Lightning's own internals."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _DropAdverts) for f in lg.filters):
+            lg.addFilter(_DropAdverts())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers", category=Warning)
+
+
 def make_trainer(out_dir: Path, settings: TrainerSettings, *, has_val: bool, callbacks: Sequence[Callback] = (),
                  trainer_kwargs: dict | None = None) -> L.Trainer:
     """The one ``lightning.Trainer`` builder (CSV logs, checkpoints, progress, precision, rank summary)."""
+    _quiet_lightning()
     kw = dict(trainer_kwargs or {})
     accelerator = _accelerator(kw)
     kw["accelerator"] = accelerator
