@@ -6,6 +6,14 @@ from .metrics import auc_from_hist, state_metrics
 from .model import Atacformer, AtacformerOutput
 
 __all__ = [
-    "Atacformer", "AtacformerConfig", "AtacformerOutput", "PRESETS", "PackedBatch", "PaddedBatch",
-    "auc_from_hist", "collate_cells", "pad_batch", "state_metrics",
+    "PRESETS",
+    "Atacformer",
+    "AtacformerConfig",
+    "AtacformerOutput",
+    "PackedBatch",
+    "PaddedBatch",
+    "auc_from_hist",
+    "collate_cells",
+    "pad_batch",
+    "state_metrics",
 ]
