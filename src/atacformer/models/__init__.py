@@ -6,14 +6,6 @@ from .metrics import auc_from_hist, state_metrics
 from .model import Atacformer, AtacformerOutput
 
 __all__ = [
-    "PRESETS",
-    "Atacformer",
-    "AtacformerConfig",
-    "AtacformerOutput",
-    "PackedBatch",
-    "PaddedBatch",
-    "auc_from_hist",
-    "collate_cells",
-    "pad_batch",
-    "state_metrics",
+    "Atacformer", "AtacformerConfig", "AtacformerOutput", "PRESETS", "PackedBatch", "PaddedBatch",
+    "auc_from_hist", "collate_cells", "pad_batch", "state_metrics",
 ]
