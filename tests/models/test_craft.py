@@ -61,6 +61,9 @@ def test_without_mask_weight_only_the_encoder_runs_and_shapes_are_checked(toy_vo
     cells, counts, _ = toy_pairs(toy_vocab, 4)
     batch = collate_cells(cells, toy_vocab, mask_fraction=0.0)
     assert set(model(batch, counts).losses) == {"contrastive", "impute"}
+    with pytest.raises(ValueError):  # the ATAC model's genome is checked
+        model.check_data({"genome": "mm10", "bin_size": 5000})
+    model.check_data({"genome": "toy", "bin_size": 5000})
     with pytest.raises(ValueError, match=r"rna_counts is \(3, 20\), expected \(4, 20\)"):
         model(batch, counts[:3])
 

@@ -129,6 +129,10 @@ class CraftModel(nn.Module):
     def device(self) -> torch.device:
         return self.logit_scale.device
 
+    def check_data(self, uns, *, what: str = "ATAC data") -> None:
+        """Raise ``ValueError`` if an AnnData's ``uns`` genome / bin size differ from the ATAC model's."""
+        self.atac.check_data(uns, what=what)
+
     # ---------------------------------------------------------------- pieces
     def scale(self) -> torch.Tensor:
         """1 / temperature, clamped at ``max_logit_scale`` (as CLIP)."""
