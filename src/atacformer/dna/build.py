@@ -34,7 +34,8 @@ DEFAULT_BATCH_SIZE = 16
 
 
 def make_embedder(method: str, *, model: str | Path | None = None, dim: int | None = None,
-                  batch_size: int | None = None, device: str | None = None, seed: int = 0):
+                  batch_size: int | None = None, device: str | None = None, seed: int = 0,
+                  trust_remote_code: bool = False):
     """A :class:`KmerEmbedder` or :class:`NTEmbedder` from the build options."""
     if method == "kmer":
         if model is not None:
@@ -44,7 +45,8 @@ def make_embedder(method: str, *, model: str | Path | None = None, dim: int | No
         if model is None:
             raise ValueError("--method nt needs --model LOCAL_NT_DIR (a saved Nucleotide Transformer checkpoint); "
                              "without one use --method kmer")
-        emb = NTEmbedder(model, device=device, batch_size=batch_size or DEFAULT_BATCH_SIZE)
+        emb = NTEmbedder(model, device=device, batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                         trust_remote_code=trust_remote_code)
         if dim is not None and dim != emb.dim:
             raise ValueError(f"{model}: the NT model gives {emb.dim}-d embeddings, not dim={dim}; leave dim unset")
         return emb
