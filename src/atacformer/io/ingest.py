@@ -155,7 +155,7 @@ def _obs_and_keep(counter: FragmentCounter, samples: list[str], paths, opts: Fra
     raw = _barcodes(names, samples, sample_idx)
     table = None
     if opts.labels is not None:
-        table = read_labels(opts.labels)
+        table = read_labels(opts.labels, known=set(names.tolist()) | set(raw.tolist()))
         key = np.where(pd.Index(names).isin(table.index), names, raw)
         labelled = pd.Index(key).isin(table.index)
         keep &= labelled
