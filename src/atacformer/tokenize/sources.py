@@ -154,8 +154,8 @@ def _is_fragments(path: Path) -> bool:
         return path.name.lower().endswith(FRAGMENT_SUFFIXES)
     try:
         return detect_kind(path) == "fragments"
-    except ValueError:  # neither: reported by the caller
-        return False
+    except ValueError:  # empty or unreadable: the name decides, the reader reports the problem
+        return path.name.lower().endswith(FRAGMENT_SUFFIXES)
 
 
 def _is_hdf5(path: Path) -> bool:
