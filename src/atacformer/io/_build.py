@@ -23,9 +23,10 @@ from ..genome import BUILTIN_GENOMES, Genome, get_genome
 logger = logging.getLogger(__name__)
 
 WINDOW = 1000  # bp either side of a TSS
-MIN_NEAR = 50  # sampled positions near a TSS of the better build before it is trusted
+MIN_NEAR = 20  # sampled positions near a TSS of the better build before it is trusted
 RATIO = 2.0  # the better build must have at least this many times the TSS fraction of the chosen one
-MAX_PAST_END = 1e-3  # tolerated fraction of positions past their chromosome's end
+MAX_PAST_END = 1e-3  # tolerated fraction of positions past their chromosome's end (if more than MIN_PAST)
+MIN_PAST = 3  # fewer positions past the end are dropped with a warning (sloppy peak extension, not a build)
 MAX_SAMPLE = 200_000
 
 
@@ -122,7 +123,7 @@ def check_build(genome: Genome, chroms: np.ndarray, pos: np.ndarray, *, n_past_e
         if best != chosen and near >= MIN_NEAR and frac >= RATIO * scores[chosen][0]:
             problem = (f"they look like genome {best!r}, not {chosen!r}: {frac:.0%} of sampled positions lie "
                        f"within {WINDOW} bp of a {best} TSS vs {scores[chosen][0]:.0%} for {chosen}", best)
-    if problem is None and n_total and n_past_end > MAX_PAST_END * n_total:
+    if problem is None and n_past_end >= MIN_PAST and n_past_end > MAX_PAST_END * n_total:
         fits = [k for k, v in scores.items() if k != chosen and v[2] == 0]
         hint = max(fits, key=lambda k: scores[k][0]) if fits else None
         problem = (f"{n_past_end} of {n_total} lie past the end of their chromosome in genome "
