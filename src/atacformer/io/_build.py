@@ -121,13 +121,14 @@ def check_build(genome: Genome, chroms: np.ndarray, pos: np.ndarray, *, n_past_e
         best = max(scores, key=lambda k: (scores[k][0], -scores[k][2]))
         frac, near, _ = scores[best]
         if best != chosen and near >= MIN_NEAR and frac >= RATIO * scores[chosen][0]:
-            problem = (f"they look like genome {best!r}, not {chosen!r}: {frac:.0%} of sampled positions lie "
-                       f"within {WINDOW} bp of a {best} TSS vs {scores[chosen][0]:.0%} for {chosen}", best)
+            why = (f"they look like genome {best!r}, not {chosen!r}: {frac:.0%} of sampled positions lie "
+                   f"within {WINDOW} bp of a {best} TSS vs {scores[chosen][0]:.0%} for {chosen}")
+            problem = (why, best)
     if problem is None and n_past_end >= MIN_PAST and n_past_end > MAX_PAST_END * n_total:
         fits = [k for k, v in scores.items() if k != chosen and v[2] == 0]
         hint = max(fits, key=lambda k: scores[k][0]) if fits else None
-        problem = (f"{n_past_end} of {n_total} lie past the end of their chromosome in genome "
-                   f"{genome.name!r}", hint)
+        why = f"{n_past_end} of {n_total} lie past the end of their chromosome in genome {genome.name!r}"
+        problem = (why, hint)
     if problem is not None:
         why, hint = problem
         advice = f"pass --genome {hint}" if hint else "pass the right --genome (or a chrom-sizes file)"

@@ -14,7 +14,7 @@ from .ingest import ingest_fragments, read_fragments
 from .regions import read_bed, read_region_matrix
 from .write import write_h5ad
 
-__all__ = ["detect_kind", "read", "ingest"]
+__all__ = ["detect_kind", "ingest", "read"]
 
 
 def read(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike], *, genome: str | Genome = "hg38",
