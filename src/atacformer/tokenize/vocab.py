@@ -98,12 +98,21 @@ class BinVocab:
         path = Path(path)
         if path.is_dir():
             path = path / VOCAB_FILE
-        meta = json.loads(path.read_text())
+        try:
+            meta = json.loads(path.read_text())
+            missing = [k for k in ("genome", "bin_size", "vocab_size") if k not in meta]
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+            raise ValueError(f"{path}: corrupt vocabulary file (not valid JSON: {err})") from None
+        if missing:
+            raise ValueError(f"{path}: corrupt vocabulary file (no {', '.join(missing)})")
         if genome is not None and str(genome) != meta["genome"]:
             raise ValueError(f"{path}: vocabulary is for genome {meta['genome']!r}, not {genome!r}")
         if bin_size is not None and int(bin_size) != int(meta["bin_size"]):
             raise ValueError(f"{path}: vocabulary has {meta['bin_size']} bp bins, not {bin_size} bp")
-        bins = BinIndex.from_uns(meta)
+        try:
+            bins = BinIndex.from_uns(meta)
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            raise ValueError(f"{path}: corrupt vocabulary file ({err})") from None
         vocab = cls.from_bins(bins)
         if len(vocab) != meta["vocab_size"]:
             raise ValueError(f"{path}: vocabulary size {meta['vocab_size']} does not match its genome ({len(vocab)})")
