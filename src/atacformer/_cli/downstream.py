@@ -8,11 +8,9 @@ from pathlib import Path
 
 
 def _read(path: str):
-    import anndata as ad
+    from ..io import read_h5ad
 
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    return ad.read_h5ad(path)
+    return read_h5ad(path)
 
 
 def _model(path: str):
@@ -110,8 +108,10 @@ def register(subparsers) -> None:
 
 
 def _refuse_existing(path: str | None, overwrite: bool) -> None:
-    if path is not None and Path(path).exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists; use --overwrite to replace it")
+    from .common import check_output
+
+    if path is not None:
+        check_output(path, overwrite)
 
 
 def _finetune(args: argparse.Namespace) -> int:
