@@ -87,11 +87,11 @@ def kbet_pvalues(neighbour_codes: np.ndarray, freq: np.ndarray) -> np.ndarray:
     return chi2.sf(stat, df=len(freq) - 1)
 
 
-def kbet(X: np.ndarray, batch, *, labels=None, k: int | None = None, alpha: float = 0.05) -> float:
+def kbet(X: np.ndarray, batch, *, labels=None, n_neighbors: int | None = None, alpha: float = 0.05) -> float:
     """kBET acceptance rate in [0, 1] (1 = every neighbourhood looks like the global batch mix).
 
     With ``labels``, computed within each label and averaged (as scIB); labels seen in one batch only are
-    skipped. ``k`` defaults to a quarter of the mean batch size, clipped to [5, 50]."""
+    skipped. ``n_neighbors`` defaults to a quarter of the mean batch size, clipped to [5, 50]."""
     X = np.asarray(X, dtype=np.float64)
     batch = np.asarray(batch).astype(str)
     groups = [np.arange(len(X))] if labels is None else [
@@ -103,7 +103,7 @@ def kbet(X: np.ndarray, batch, *, labels=None, k: int | None = None, alpha: floa
         if len(bs) < 2 or len(g) < 4:
             continue
         freq = np.bincount(codes) / len(codes)
-        kk = k or int(np.clip(len(g) / len(bs) / 4, 5, 50))
+        kk = n_neighbors or int(np.clip(len(g) / len(bs) / 4, 5, 50))
         _, idx = _knn(X[g], kk)
         rates.append(float((kbet_pvalues(codes[idx], freq) >= alpha).mean()))
     if not rates:
@@ -132,18 +132,19 @@ def celltype_asw(X: np.ndarray, labels) -> float:
     return float((silhouette_score(np.asarray(X, dtype=np.float64), np.asarray(labels).astype(str)) + 1) / 2)
 
 
-def knn_graph(X: np.ndarray, *, k: int = 15) -> sp.csr_matrix:
-    """Symmetric binary kNN adjacency (n, n)."""
-    _, idx = _knn(np.asarray(X, dtype=np.float64), k)
+def knn_graph(X: np.ndarray, *, n_neighbors: int = 15) -> sp.csr_matrix:
+    """Symmetric binary kNN adjacency (n, n): i–j is an edge when either is among the other's
+    ``n_neighbors`` nearest cells (Euclidean)."""
+    _, idx = _knn(np.asarray(X, dtype=np.float64), n_neighbors)
     n = len(X)
     A = sp.csr_matrix((np.ones(idx.size), (np.repeat(np.arange(n), idx.shape[1]), idx.ravel())), shape=(n, n))
     return ((A + A.T) > 0).astype(np.float64).tocsr()
 
 
-def graph_connectivity(X: np.ndarray, labels, *, k: int = 15, graph: sp.spmatrix | None = None) -> float:
+def graph_connectivity(X: np.ndarray, labels, *, n_neighbors: int = 15, graph: sp.spmatrix | None = None) -> float:
     """scIB graph connectivity in [0, 1] from a kNN graph of ``X`` (or a given adjacency ``graph``)."""
     labels = np.asarray(labels).astype(str)
-    A = sp.csr_matrix(graph) if graph is not None else knn_graph(X, k=k)
+    A = sp.csr_matrix(graph) if graph is not None else knn_graph(X, n_neighbors=n_neighbors)
     fractions = []
     for g in np.unique(labels):
         m = np.flatnonzero(labels == g)

@@ -1,5 +1,7 @@
-"""Preprocessing: per-cell QC metrics, summaries and filters on cells × bins AnnData."""
+"""Preprocessing: per-cell QC metrics, summaries and filters on cells × bins AnnData, and the array-level
+TF-IDF / LSI / spectral embeddings of a count matrix (the ``tl.lsi`` / ``tl.spectral`` algorithms)."""
 
+from .embeddings import lsi_embedding, spectral_embedding, tfidf
 from .qc import QC_COLUMNS, count_metrics, filter_cells, qc_summary
 
-__all__ = ["QC_COLUMNS", "count_metrics", "filter_cells", "qc_summary"]
+__all__ = ["QC_COLUMNS", "count_metrics", "filter_cells", "lsi_embedding", "qc_summary", "spectral_embedding", "tfidf"]

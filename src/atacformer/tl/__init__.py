@@ -1,14 +1,17 @@
-"""Tools (scanpy style: ``adata`` first, keyword options, results under ``key_added``).
+"""Tools (scanpy style: ``adata`` first, keyword options, results under ``key_added``, ``copy=False`` →
+``None``).
 
-embed (cell embeddings), cluster/umap, finetune/annotate (cell-type heads), map_query (reference
-mapping), integrate (adversarial batch correction + MNN correction), region_embeddings/specific_regions/
-unannotated_promoters (contextual region analysis); lsi/spectral baselines re-exported from metrics.
+embed (cell embeddings), cluster/umap, lsi/spectral (baselines), evaluate (the scoring protocol),
+finetune/annotate (cell-type heads), map_query (reference mapping), integrate (adversarial batch
+correction + MNN correction), mnn_correct, region_embeddings/specific_regions/unannotated_promoters
+(contextual region analysis).
 """
 
-from ..metrics.baselines import lsi, spectral
 from .annotate import annotate, finetune
+from .baselines import lsi, spectral
 from .cluster import cluster, umap
 from .embed import embed
+from .evaluate import evaluate, write_evaluation
 from .integrate import integrate, map_query
 from .mnn import mnn_correct
 from .regions import (
@@ -19,7 +22,7 @@ from .regions import (
 )
 
 __all__ = [
-    "annotate", "annotate_bins", "cluster", "embed", "finetune", "integrate", "lsi", "map_query", "mnn_correct",
-    "region_embeddings",
-    "specific_regions", "spectral", "umap", "unannotated_promoters",
+    "annotate", "annotate_bins", "cluster", "embed", "evaluate", "finetune", "integrate", "lsi", "map_query",
+    "mnn_correct", "region_embeddings", "specific_regions", "spectral", "umap", "unannotated_promoters",
+    "write_evaluation",
 ]

@@ -137,7 +137,7 @@ def integrate(
         sums, n_pairs = np.zeros(4), 0
         if cw > 0:
             emb = embed_cells(corrected, cells)
-            pairs = mnn_pairs(emb, batch, k=mnn_k)
+            pairs = mnn_pairs(emb, batch, n_neighbors=mnn_k)
             n_pairs = len(pairs) // 2
             steps = batches(_with_partners(cells, pairs), corrected, batch_size=batch_size,
                             mask_fraction=mask_fraction, rng=rng, shuffle=True,
@@ -172,7 +172,7 @@ def integrate(
             "mnn_k": mnn_k, "correct": correct}
     if correct:
         adata.obsm[f"{key_added}_model"] = emb
-        emb, info["mnn_correct"] = mnn_shift(emb, batch, reference=reference_batch, k=correct_k)
+        emb, info["mnn_correct"] = mnn_shift(emb, batch, reference=reference_batch, n_neighbors=correct_k)
     adata.obsm[key_added] = emb
     adata.uns["atacformer_integrate"] = info
     return corrected
@@ -243,7 +243,7 @@ def map_query(
                                 state0_sample_rate=state0_sample_rate, seed=seed)
     query.obsm[use_rep] = embed_cells(mapper, cells)
     labels, conf = knn_predict(np.asarray(reference.obsm[use_rep]), reference.obs[labels_key].astype(str),
-                               query.obsm[use_rep], k=k)
+                               query.obsm[use_rep], n_neighbors=k)
     query.obs[key_added] = pd.Categorical(labels)
     query.obs[f"{key_added}_uncertainty"] = 1.0 - conf
     query.uns[key_added] = {"k": k, "use_rep": use_rep, "query_epochs": query_epochs, "labels_key": labels_key}

@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from .._docs import doc_params
 from ..genome import BinIndex, Genome, get_genome
 from ..models import Atacformer
 from ..tokenize.dataset import AnnDataCellDataset
@@ -32,14 +33,36 @@ def _groups(adata: AnnData, groupby: str) -> tuple[list[str], np.ndarray]:
 
 
 @torch.no_grad()
+@doc_params()
 def region_embeddings(
-    adata: AnnData, model: Atacformer, *, groupby: str, batch_size: int = 64, key_added: str = "atacformer_regions"
-) -> AnnData:
-    """Mean encoder output at each open bin's token, per group of ``obs[groupby]``.
+    adata: AnnData, model: Atacformer, *, groupby: str, batch_size: int = 64, key_added: str = "atacformer_regions",
+    copy: bool = False,
+) -> AnnData | None:
+    """Contextual region embeddings: the mean encoder output at each open bin's token, per group.
 
-    ``uns[key_added]``: ``groups`` (G), ``bin_ids`` (N global ids of bins open in some cell),
-    ``embeddings`` (G, N, d; zero where a group never has the bin), ``counts`` (G, N cells with the bin
-    in their sentence), ``mean`` (N, d, over all cells)."""
+    Parameters
+    ----------
+    {doc_adata}
+    model
+        The atacformer model (its genome and bin size must match the data).
+    groupby
+        ``obs`` column of the groups (e.g. cell type).
+    batch_size
+        Cells per forward pass.
+    key_added
+        ``uns`` key of the result.
+    {doc_copy}
+
+    Returns
+    -------
+    {doc_returns_copy}
+
+    ``adata.uns[key_added]`` : dict
+        ``groupby``, ``groups`` (G), ``bin_ids`` (N global ids of bins open in some cell), ``embeddings``
+        (G, N, d; zero where a group never has the bin), ``counts`` (G, N cells with the bin in their
+        sentence), ``mean`` (N, d, over all cells).
+    """
+    adata = adata.copy() if copy else adata
     names, codes = _groups(adata, groupby)
     cells = cell_dicts(adata, model)
     used = np.unique(np.concatenate([c["bin_ids"] for c in cells] + [np.zeros(0, np.int64)]))
@@ -65,7 +88,7 @@ def region_embeddings(
     mean = sums.sum(0) / np.maximum(counts.sum(0), 1)[:, None]
     adata.uns[key_added] = {"groupby": groupby, "groups": names, "bin_ids": used, "embeddings": emb.astype(np.float32),
                             "counts": counts, "mean": mean.astype(np.float32)}
-    return adata
+    return adata if copy else None
 
 
 def annotate_bins(bin_ids: np.ndarray, bins: BinIndex, genes: pd.DataFrame) -> pd.DataFrame:
