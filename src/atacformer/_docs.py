@@ -55,7 +55,7 @@ save
     Write the figure as a PNG to this path (atomically: a temporary file, then renamed)."""
 
 doc_plot_returns = """\
-The Axes (or array of Axes) when ``show`` is false, otherwise ``None``."""
+The Axes (a list of Axes for several panels) when ``show=False``, otherwise ``None``."""
 
 _SNIPPETS = {name: value for name, value in globals().items() if name.startswith("doc_")}
 

@@ -42,7 +42,8 @@ def panels(n: int, *, ax=None, size: float = 4.0, ncols: int = 3, aspect: float 
 
 def finish(fig, axes: list, *, own: bool, show: bool | None, save: str | Path | None):
     """Save (atomic PNG) and/or show; close a figure we made once it is saved. Returns the Axes (one or a
-    list) when ``show`` is false, else None — scanpy's convention."""
+    list) only when ``show is False`` — scanpy's convention."""
+    want_axes = show is False
     if show is None:
         show = save is None and interactive()
     if save is not None:
@@ -51,6 +52,6 @@ def finish(fig, axes: list, *, own: bool, show: bool | None, save: str | Path | 
         plt.show()
     if save is not None and own:
         plt.close(fig)
-    if show:
+    if not want_axes:
         return None
     return axes[0] if len(axes) == 1 else axes

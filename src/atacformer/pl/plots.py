@@ -3,12 +3,14 @@ matrix, training curves, QC distributions."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from matplotlib.ticker import MaxNLocator
 
 from .._docs import doc_params
 from ._utils import finish, panels, plt
@@ -16,8 +18,8 @@ from ._utils import finish, panels, plt
 #: readable names of the columns that atacformer's tools log or store
 LABELS = {
     "loss": "total loss", "state": "masked-bin state loss", "contrastive": "contrastive loss (<cls> views)",
-    "loss_state0": "cross-entropy on closed bins", "loss_state1": "cross-entropy on open bins in the input",
-    "loss_state2": "cross-entropy on open bins removed from the input",
+    "loss_state0": "cross-entropy, closed bins", "loss_state1": "cross-entropy, open bins kept in the input",
+    "loss_state2": "cross-entropy, open bins removed from the input",
     "auroc_removed": "AUROC: removed open bins vs closed", "auprc_removed": "AUPRC: removed open bins vs closed",
     "lr": "learning rate", "accuracy": "accuracy", "macro_f1": "macro-F1", "state_loss": "masked-bin state loss",
     "contrastive_loss": "contrastive loss (<cls> views)", "discriminator_loss": "batch discriminator loss",
@@ -190,8 +192,10 @@ def training_curves(source, *, x: str | None = None, title: str = "training", nc
             d = df[[col] + ([x] if x else [])].dropna()
             ax_.plot(d[x] if x else np.arange(len(d)), d[col], lw=1.2, marker="." if len(d) < 30 else None,
                      label=split or None)
-        ax_.set_title(label(metric), fontsize=9)
+        only = next(iter(splits)) if len(splits) == 1 else ""
+        ax_.set_title(textwrap.fill(label(metric) + (f" ({only})" if only else ""), 30), fontsize=9)
         ax_.set_xlabel(label(x) if x else "row", fontsize=8)
+        ax_.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_.tick_params(labelsize=7)
         if len(splits) > 1:
             ax_.legend(fontsize=7, frameon=False)
