@@ -21,7 +21,7 @@ import torch
 from atacformer.metrics import macro_f1
 from atacformer.models import Atacformer
 from atacformer.tl import annotate, finetune, map_query
-from atacformer.tl.demo import (
+from atacformer.demo import (
     QUERY_DONOR,
     REFERENCE_DONOR,
     DemoSettings,

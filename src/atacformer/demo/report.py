@@ -76,7 +76,7 @@ def head_vs_knn(t_hem: pd.DataFrame, query_class_sizes: dict[str, int]) -> str:
     """One or two sentences on the fine-tuned head against kNN transfer on the pretrained embedding."""
     head = t_hem.loc["atacformer fine-tuned head", "transfer_macro_F1"]
     knn = t_hem.loc["atacformer", "transfer_macro_F1"]
-    small = ", ".join(f"{k} {v}" for k, v in sorted(query_class_sizes.items(), key=lambda kv: kv[1])[:3])
+    small = ", ".join(f"{k}: {v} cells" for k, v in sorted(query_class_sizes.items(), key=lambda kv: kv[1])[:3])
     order = "below" if head < knn else "above"
     return (f"Fine-tuned head vs kNN transfer: here the head ({head:.3f}) scores {order} a plain kNN vote on the "
             f"pretrained embedding ({knn:.3f}). The head is trained on one donor's cells and must carry over to the "
@@ -106,7 +106,7 @@ def _summary(r: Report, t_hem, facts: dict) -> None:
     r.text(body, f"Mode: {mode}. Seed {facts['settings']['seed']}. Total {facts['timings_s']['total']:.0f} s on CPU. "
                  f"Spectral baseline: {facts['spectral_implementation']}.")
     r.table(body, targets(t_hem), caption="Quality targets (hemato)")
-    r.text(body, "Two results that look contradictory:")
+    r.text(body, "Two comparisons that can look contradictory (their order changes between runs and seeds):")
     r.text(body, head_vs_knn(t_hem, facts["query_class_sizes"]))
     r.text(body, lsi_mixing(t_hem))
 

@@ -73,11 +73,18 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoSettings:
+        """The reduced CI mode: 3 pretraining steps, 1 fine-tuning and 1 integration epoch."""
         return cls(pretrain_steps=3, finetune_epochs=1, integrate_epochs=1, umap_epochs=50, seed=seed)
 
 
 def load_data() -> tuple[ad.AnnData, ad.AnnData]:
-    """(PBSmall cells × 5 kb bins from fragments, hemato cells × 5 kb bins from the 10x peak matrix), hg19."""
+    """The demo's data, shipped in the package, on the genome-wide hg19 5 kb bins.
+
+    Returns
+    -------
+    ``(pbsmall, hemato)``: PBSmall cells × bins from the ArchR fragments (``obs['cell_type']``) and hemato
+    cells × bins from the 10x peak matrix (``obs['cell_type']``, ``obs['donor']``).
+    """
     from ..io import read_fragments, read_region_matrix
 
     pbs = read_fragments(data_path("pbsmall_fragments_hg19.tsv.gz"), genome="hg19", bin_size=5000,
@@ -87,9 +94,24 @@ def load_data() -> tuple[ad.AnnData, ad.AnnData]:
 
 
 def pretrain_model(pbs: ad.AnnData, hem: ad.AnnData, out: Path, s: DemoSettings) -> tuple[Atacformer, Path | None]:
-    """Pretrain the tiny preset on both datasets with their labels removed (self-supervised only):
-    masked-bin 3-state loss over the observed bins plus the contrastive loss on ``<cls>``
-    (``s.contrastive_weight``, 0 = off); E1 starts from the TF-IDF SVD bin loadings (``s.e1_init``)."""
+    """Pretrain the tiny preset on both datasets with their labels removed (self-supervised only).
+
+    Masked-bin 3-state loss over the observed bins plus the contrastive loss on ``<cls>``
+    (``s.contrastive_weight``, 0 = off); E1 starts from the TF-IDF SVD bin loadings (``s.e1_init``).
+
+    Parameters
+    ----------
+    pbs, hem
+        The datasets of :func:`load_data`.
+    out
+        The model goes to ``out / "model"``.
+    s
+        The budget and recipe.
+
+    Returns
+    -------
+    ``(model, metrics.csv path or None)``: the pretrained model in eval mode and its training log.
+    """
     from ..train import pretrain
 
     cells = ad.concat({"pbsmall": _unlabelled(pbs), "hemato": _unlabelled(hem)}, label="dataset", merge="same",
@@ -199,10 +221,11 @@ def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0, settings
     with steps("evaluate", "Leiden at the label count and every metric, for each embedding"):
         t_pbs, t_hem = _evaluate(pbs, hem, s.seed)
     with steps("annotate", f"fine-tuning a cell-type head on {REFERENCE_DONOR}, predicting {QUERY_DONOR} "
-                           f"({s.finetune_epochs} epochs)"):
+                           f"({s.finetune_epochs} epoch{'s' * (s.finetune_epochs != 1)})"):
         ref, query, f1 = _annotate(hem, model, s)
         t_hem.loc["atacformer fine-tuned head", "transfer_macro_F1"] = f1
-    with steps("integrate", f"adversarial fine-tune across the donors ({s.integrate_epochs} epochs) + MNN correction"):
+    with steps("integrate", f"adversarial fine-tune across the donors ({s.integrate_epochs} epoch{'s' * (s.integrate_epochs != 1)}) "
+                            "+ MNN correction"):
         t_hem = pd.concat([t_hem, _integrate(hem, model, s)])
     with steps("figures", "UMAPs, QC, confusion matrix and training curves"):
         figs = make_figures(out / "figures", pbs=pbs, hem=hem, ref=ref, query=query, curve_csv=curve_csv, s=s,
