@@ -5,8 +5,8 @@ import pytest
 import scipy.sparse as sp
 
 from atacformer import pp
-from atacformer.metrics import ari
-from atacformer.tl.cluster import knn_graphs, leiden_clusters
+from atacformer.metrics import ari, knn_graphs
+from atacformer.tl.cluster import leiden_clusters
 
 
 def toy_counts(seed=0, n=90, n_feat=300):
@@ -30,7 +30,7 @@ def test_tfidf_hand_case():
 @pytest.mark.parametrize("method", [pp.lsi_embedding, pp.spectral_embedding])
 def test_embeddings_separate_toy_types(method):
     X, labels = toy_counts()
-    emb, info = method(X, n_comps=10)
+    emb, _ = method(X, n_comps=10)
     assert emb.dtype == np.float32 and emb.shape[0] == 90 and 2 <= emb.shape[1] <= 10 and np.isfinite(emb).all()
     memb, _ = leiden_clusters(knn_graphs(emb)[0], n_clusters=3)
     assert ari(labels, memb) > 0.8

@@ -13,6 +13,7 @@ from .batch import (
     ilisi,
     kbet,
     knn_graph,
+    knn_graphs,
     lisi,
 )
 from .labels import accuracy, ari, knn_accuracy, knn_predict, knn_votes, macro_f1, nmi
@@ -29,6 +30,7 @@ __all__ = [
     "kbet",
     "knn_accuracy",
     "knn_graph",
+    "knn_graphs",
     "knn_predict",
     "knn_votes",
     "lisi",

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
-from sklearn.neighbors import NearestNeighbors
 
 from .._docs import doc_params
+from ..metrics import knn_graphs
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +26,6 @@ def get_rep(adata: AnnData, use_rep: str) -> np.ndarray:
     if use_rep not in adata.obsm:
         raise ValueError(f"adata.obsm has no {use_rep!r} (has: {sorted(adata.obsm)}); run tl.embed or a baseline first")
     return np.asarray(adata.obsm[use_rep], dtype=np.float64)
-
-
-def knn_graphs(X: np.ndarray, *, n_neighbors: int = 15) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """(connectivities, distances) of the kNN graph of ``X`` (Euclidean), both (n, n) CSR.
-
-    ``distances`` holds each cell's ``n_neighbors`` nearest other cells and their distances (not
-    symmetric, as scanpy's); ``connectivities`` is the symmetric binary adjacency (an edge where either
-    cell is among the other's neighbours), the graph that Leiden partitions."""
-    n = len(X)
-    k = min(n_neighbors, n - 1)
-    if k < 1:
-        raise ValueError(f"a kNN graph needs at least 2 cells, got {n}")
-    dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
-    dist, idx = dist[:, 1:], idx[:, 1:]  # drop self
-    rows = np.repeat(np.arange(n), k)
-    D = sp.csr_matrix((dist.ravel(), (rows, idx.ravel())), shape=(n, n))
-    A = sp.csr_matrix((np.ones(rows.size), (rows, idx.ravel())), shape=(n, n))
-    return ((A + A.T) > 0).astype(np.float64).tocsr(), D
 
 
 def _igraph(connectivities: sp.spmatrix) -> ig.Graph:
@@ -87,7 +69,7 @@ def leiden_clusters(
     Parameters
     ----------
     connectivities
-        Symmetric adjacency (e.g. from :func:`knn_graphs`).
+        Symmetric adjacency (e.g. from :func:`atacformer.metrics.knn_graphs`).
     resolution
         Leiden resolution; or
     n_clusters

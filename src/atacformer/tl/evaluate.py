@@ -12,8 +12,8 @@ from anndata import AnnData
 
 from .._atomic import write_text
 from .._docs import doc_params
-from ..metrics import COLUMNS, score_embedding, to_markdown
-from .cluster import get_rep, knn_graphs, leiden_clusters
+from ..metrics import COLUMNS, knn_graphs, score_embedding, to_markdown
+from .cluster import get_rep, leiden_clusters
 
 
 def _check_keys(adata: AnnData, reps: dict[str, str], labels_key: str, batch_key: str | None) -> None:
