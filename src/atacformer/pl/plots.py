@@ -31,7 +31,17 @@ _SPLITS = {"train/": "training", "train_": "training", "val/": "validation", "va
 
 
 def label(name: str) -> str:
-    """Readable name of a logged column or obs key (``LABELS``; otherwise underscores become spaces)."""
+    """Readable name of a logged column or obs key.
+
+    Parameters
+    ----------
+    name
+        Column name (e.g. ``"loss_state0"``, ``"cell_type"``).
+
+    Returns
+    -------
+    The entry of :data:`LABELS`, else the name with underscores as spaces.
+    """
     return LABELS.get(name, name.replace("_", " "))
 
 

@@ -27,7 +27,17 @@ _said_no_snapatac2 = False  # say once per process that the built-in spectral em
 
 
 def count_matrix(X) -> sp.csr_matrix:
-    """``X`` as a float64 CSR matrix; negative entries are an error (counts are expected)."""
+    """A count matrix as float64 CSR.
+
+    Parameters
+    ----------
+    X
+        Cells × features counts (dense or sparse).
+
+    Returns
+    -------
+    The CSR matrix; negative entries are a ValueError.
+    """
     X = sp.csr_matrix(X, dtype=np.float64)
     if X.nnz and X.data.min() < 0:
         raise ValueError("a non-negative count matrix is needed (found negative entries in X)")

@@ -20,7 +20,19 @@ log = logging.getLogger(__name__)
 
 
 def get_rep(adata: AnnData, use_rep: str) -> np.ndarray:
-    """``adata.obsm[use_rep]`` (or ``adata.X`` for ``"X"``) as a dense float64 array; a clear error if missing."""
+    """An embedding of ``adata`` as a dense float64 array.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    use_rep
+        ``obsm`` key, or ``"X"`` for ``adata.X``.
+
+    Returns
+    -------
+    (n_cells, d) array; a missing key is a ValueError naming the keys there are.
+    """
     if use_rep == "X":
         return np.asarray(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X, dtype=np.float64)
     if use_rep not in adata.obsm:
@@ -35,7 +47,21 @@ def _igraph(connectivities: sp.spmatrix) -> ig.Graph:
 
 
 def leiden(graph: ig.Graph, *, resolution: float, seed: int = 0) -> np.ndarray:
-    """Leiden partition (RB configuration model) of an igraph graph → cluster id per node."""
+    """Leiden partition (RB configuration model, iterated to convergence) of an igraph graph.
+
+    Parameters
+    ----------
+    graph
+        Undirected graph.
+    resolution
+        Resolution parameter.
+    seed
+        Leiden's seed.
+
+    Returns
+    -------
+    (n_nodes,) cluster id of each node.
+    """
     part = leidenalg.find_partition(
         graph, leidenalg.RBConfigurationVertexPartition, resolution_parameter=resolution, seed=seed, n_iterations=-1
     )
@@ -96,8 +122,24 @@ def leiden_clusters(
 
 def store_neighbors(adata: AnnData, connectivities, distances, *, use_rep: str, n_neighbors: int,
                     key_added: str = "neighbors") -> None:
-    """Write a kNN graph where scanpy keeps one: ``obsp['connectivities'|key_added + '_connectivities']``,
-    ``obsp['distances'|key_added + '_distances']`` and ``uns[key_added]`` with their keys and params."""
+    """Write a kNN graph where scanpy keeps one.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (written into).
+    connectivities, distances
+        (n, n) sparse graphs (:func:`atacformer.metrics.knn_graphs`).
+    use_rep, n_neighbors
+        What the graph was built from, recorded in ``params``.
+    key_added
+        scanpy's ``neighbors_key``.
+
+    Returns
+    -------
+    None. Sets ``adata.obsp['connectivities' | key_added + '_connectivities']``, ``adata.obsp['distances' |
+    key_added + '_distances']`` and ``adata.uns[key_added]`` = ``{connectivities_key, distances_key, params}``.
+    """
     ck, dk = ("connectivities", "distances") if key_added == "neighbors" else (
         f"{key_added}_connectivities", f"{key_added}_distances")
     adata.obsp[ck], adata.obsp[dk] = connectivities, distances

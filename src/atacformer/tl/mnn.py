@@ -21,7 +21,17 @@ log = logging.getLogger(__name__)
 
 
 def unit_rows(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float64; zero rows stay zero)."""
+    """Rows scaled to unit length.
+
+    Parameters
+    ----------
+    X
+        (n, d) matrix.
+
+    Returns
+    -------
+    (n, d) float64; zero rows stay zero.
+    """
     X = np.asarray(X, dtype=np.float64)
     return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
@@ -33,9 +43,22 @@ def _knn(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
 
 
 def mnn_pairs(X: np.ndarray, batch, *, n_neighbors: int = 10) -> np.ndarray:
-    """Mutual nearest neighbours across batches: (n_pairs, 2) cell indices (i, j), ``batch[i] != batch[j]``,
-    j among the ``n_neighbors`` nearest cells of ``batch[j]`` to i (cosine) and vice versa. Each unordered
-    pair appears once per direction."""
+    """Mutual nearest neighbours across batches (cosine).
+
+    Parameters
+    ----------
+    X
+        (n_cells, d) embedding.
+    batch
+        (n_cells,) batch of each cell.
+    n_neighbors
+        Nearest cells searched in the other batch.
+
+    Returns
+    -------
+    (n_pairs, 2) int64 cell indices (i, j) with ``batch[i] != batch[j]``, j among the ``n_neighbors``
+    nearest cells of ``batch[j]`` to i and vice versa; each unordered pair appears once per direction.
+    """
     X = unit_rows(X)
     batch = np.asarray(batch).astype(str)
     groups = {b: np.flatnonzero(batch == b) for b in np.unique(batch)}
@@ -65,8 +88,26 @@ def mnn_shift(X: np.ndarray, batch, *, reference: str | None = None, n_neighbors
     the reference give correction vectors ``x_ref − x_anchor``; each cell of that batch moves by their
     mean weighted with a Gaussian kernel on its distance to the anchors, bandwidth σ = the median
     correction-vector length (a scale taken from the data, no tuned constant). Reference cells stay
-    put. ``reference`` defaults to the largest batch. Returns (corrected (n, d) float32, facts per batch:
-    pairs, σ). A batch without MNN pairs with the reference is left uncorrected (logged)."""
+    put. A batch without MNN pairs with the reference is left uncorrected (logged).
+
+    Parameters
+    ----------
+    X
+        (n_cells, d) embedding.
+    batch
+        (n_cells,) batch of each cell.
+    reference
+        Batch the others move toward (default: the largest).
+    n_neighbors
+        Neighbours searched for mutual nearest neighbours.
+    chunk
+        Cells corrected per block (bounds memory).
+
+    Returns
+    -------
+    ``(corrected, facts)``: (n_cells, d) float32 unit vectors, and ``{"reference", "n_neighbors",
+    "batches": {batch: {"pairs", "sigma"}}}``.
+    """
     Xu = unit_rows(X)
     batch = np.asarray(batch).astype(str)
     names, counts = np.unique(batch, return_counts=True)
