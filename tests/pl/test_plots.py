@@ -1,11 +1,11 @@
 import anndata as ad
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from atacformer import pl
-from atacformer.pl._utils import plt
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

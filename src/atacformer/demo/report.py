@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..pl.report import Report
+from ..pl import Report
 
 SECTIONS = ("Summary", "How to read this report", "Data and QC", "Pretraining", "Clustering", "Annotation",
             "Integration", "Output files", "Timings")
@@ -169,10 +169,11 @@ def _results(r: Report, out: Path, t_hem, t_pbs, facts: dict, figs: dict) -> Non
 
 def _outputs(r: Report, out: Path, cells: list[Path]) -> None:
     body = r.section("Output files")
-    files = {p.name: "cells × bins with the labels (obs cell_type, donor), every embedding (obsm X_atacformer, "
-             "X_lsi, X_spectral, …), Leiden clusters per method (obs leiden_<method>), their UMAPs (obsm "
-             "X_umap_<method>) and, under scanpy's keys, the atacformer kNN graph (obsp connectivities/distances, "
-             "uns neighbors), obs leiden and obsm X_umap." for p in cells}
+    files = {", ".join(p.name for p in cells): "cells × bins with the labels (obs cell_type; hemato also donor and "
+             "atacformer_label, the fine-tuned head's prediction for the query donor), every embedding (obsm "
+             "X_atacformer, X_lsi, X_spectral, …), Leiden clusters per method (obs leiden_<method>), their UMAPs "
+             "(obsm X_umap_<method>) and, under scanpy's keys, the atacformer kNN graph (obsp connectivities/"
+             "distances, uns neighbors), obs leiden and obsm X_umap."}
     files.update({"metrics.json, metrics_*.md": "the tables of this report", "model/": "the pretrained model "
                   "(Atacformer.from_pretrained)", "figures/": "every figure as PNG"})
     r.items(body, files)
@@ -190,5 +191,5 @@ def build_report(out: Path, *, t_hem, t_pbs, facts: dict, figs: dict, cells: lis
     _results(r, out, t_hem, t_pbs, facts, figs)
     _outputs(r, out, cells)
     body = r.section("Timings")
-    r.table(body, pd.DataFrame({"seconds": facts["timings_s"]}).rename_axis("step"))
+    r.table(body, pd.DataFrame({"seconds": facts["timings_s"]}).rename_axis("step"), digits=1)
     return r.write(out / "report.html")

@@ -79,11 +79,11 @@ class Report:
         body.append("<dl>" + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in items.items())
                     + "</dl>")
 
-    def table(self, body: list[str], table: pd.DataFrame, *, caption: str | None = None) -> None:
-        """A table (:func:`table_html`) with an optional bold caption above it."""
+    def table(self, body: list[str], table: pd.DataFrame, *, caption: str | None = None, digits: int = 3) -> None:
+        """A table (:func:`table_html`, floats to ``digits`` decimals) with an optional bold caption above it."""
         if caption:
             body.append(f"<p><b>{html.escape(caption)}</b></p>")
-        body.append(table_html(table))
+        body.append(table_html(table, digits=digits))
 
     def image(self, body: list[str], path: str | Path, *, root: Path, alt: str) -> None:
         """An image referenced relative to ``root`` (the folder of the page)."""
