@@ -204,7 +204,7 @@ def training_curves(source, *, x: str | None = None, title: str = "training", nc
             ax_.plot(xs, d[col], lw=1.2, marker="." if len(d) < 30 else None, label=split or None)
             if len(xs) and xs.min() == xs.max():  # a single step/epoch: integer ticks around it
                 ax_.set_xlim(xs.min() - 1, xs.max() + 1)
-        only = next(iter(splits)) if len(splits) == 1 else ""
+        only = next(iter(splits)) if len(splits) == 1 and "validation" in splits else ""
         ax_.set_title(textwrap.fill(label(metric) + (f" ({only})" if only else ""), 30), fontsize=9)
         ax_.set_xlabel(label(x) if x else "row", fontsize=8)
         ax_.xaxis.set_major_locator(MaxNLocator(integer=True))
