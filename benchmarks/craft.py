@@ -64,7 +64,7 @@ def imputation_row(method: str, imputed: np.ndarray, measured: np.ndarray) -> di
 def label_row(method: str, ref_emb, ref_obs: pd.DataFrame, query_emb, query_obs: pd.DataFrame, k: int = 15) -> dict:
     row = {"method": method}
     for name, key in LABELS.items():
-        pred, _ = knn_predict(ref_emb, ref_obs[key].astype(str).to_numpy(), query_emb, k=k)
+        pred, _ = knn_predict(ref_emb, ref_obs[key].astype(str).to_numpy(), query_emb, n_neighbors=k)
         truth = query_obs[key].astype(str).to_numpy()
         row[f"{name} accuracy"], row[f"{name} macro-F1"] = accuracy(truth, pred), macro_f1(truth, pred)
     return row

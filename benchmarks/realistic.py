@@ -22,7 +22,8 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from atacformer.metrics import ari, ilisi, lsi, nmi, spectral
+from atacformer.metrics import ari, ilisi, nmi
+from atacformer.tl import lsi, spectral
 from atacformer.tl import cluster
 
 HERE = Path(__file__).resolve().parent

@@ -87,7 +87,7 @@ def test_map_query_transfers_labels(model):
 def test_mnn_pairs_are_cross_batch_and_mostly_same_type():
     adata = toy_adata(batch_shift=True)
     batch, types = adata.obs["donor"].to_numpy(), adata.obs["cell_type"].to_numpy()
-    pairs = mnn_pairs(adata.X.toarray(), batch, k=5)
+    pairs = mnn_pairs(adata.X.toarray(), batch, n_neighbors=5)
     assert len(pairs) > 20
     assert (batch[pairs[:, 0]] != batch[pairs[:, 1]]).all()
     assert (types[pairs[:, 0]] == types[pairs[:, 1]]).mean() > 0.9

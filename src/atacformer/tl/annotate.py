@@ -184,7 +184,7 @@ def knn_probs(ref_X: np.ndarray, ref_codes: np.ndarray, query_X: np.ndarray, n_c
     """Share of each class among the ``n_neighbors`` nearest reference cells (cosine), (n_query, n_classes).
     Reference cells with code -1 (missing or unknown label) are ignored."""
     ok = ref_codes >= 0
-    return knn_votes(unit_rows(ref_X[ok]), ref_codes[ok], unit_rows(query_X), n_classes, k=n_neighbors)
+    return knn_votes(unit_rows(ref_X[ok]), ref_codes[ok], unit_rows(query_X), n_classes, n_neighbors=n_neighbors)
 
 
 def annotate(

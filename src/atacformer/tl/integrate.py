@@ -51,7 +51,7 @@ class MNNPartners(Callback):
 
     def _partners(self, epoch: int) -> list[np.ndarray]:
         emb, _ = encode_cells(self.model, self.cells)
-        pairs = mnn_pairs(emb, self.batch, k=self.n_neighbors)
+        pairs = mnn_pairs(emb, self.batch, n_neighbors=self.n_neighbors)
         log.info("integrate epoch %d: %d cross-batch MNN pairs", epoch, len(pairs) // 2)
         return _partner_lists(pairs, len(self.cells))
 
@@ -187,7 +187,7 @@ def write_integrated(adata: AnnData, corrected: Atacformer, history: pd.DataFram
     if recipe.correct:
         adata.obsm[f"{key_added}_model"] = emb
         emb, info["mnn_correct"] = mnn_shift(emb, adata.obs[batch_key].astype(str).to_numpy(),
-                                             reference=reference_batch, k=recipe.correct_n_neighbors)
+                                             reference=reference_batch, n_neighbors=recipe.correct_n_neighbors)
     adata.obsm[key_added] = emb
     adata.uns[key_added] = info
 
@@ -256,7 +256,7 @@ def map_query(
         ref, _ = encode_cells(model, adata_cells(reference, model))
     mapper = _query_adapted(model, adata, r) if r.epochs > 0 else model
     adata.obsm[use_rep], _ = encode_cells(mapper, adata_cells(adata, mapper))
-    labels, conf = knn_predict(ref, reference.obs[labels_key].astype(str), adata.obsm[use_rep], k=n_neighbors)
+    labels, conf = knn_predict(ref, reference.obs[labels_key].astype(str), adata.obsm[use_rep], n_neighbors=n_neighbors)
     adata.obs[key_added] = pd.Categorical(labels)
     adata.obs[f"{key_added}_uncertainty"] = 1.0 - conf
     adata.uns[key_added] = {"n_neighbors": n_neighbors, "use_rep": use_rep, "query_epochs": r.epochs,
