@@ -66,6 +66,12 @@ class PretrainRecipe(_Recipe):
         inputs; corpus folders fall back to ``"random"``).
     state_class_weights
         ``"auto"`` = balanced from the closed:open ratio of the training cells, or 3 numbers.
+    closed_bins_per_cell
+        Cost bound of the masked-bin loss: when the decoder has more bins than this, its closed bins are
+        importance-sampled (unbiased) at ``closed_bins_per_cell / n_decoder_bins`` per training step (the
+        config's ``state0_sample_rate``, unless ``model`` sets it). Short cells on a few thousand observed
+        bins stay exact; 10x-depth cells open most of the genome, where the exact loss would cost
+        ~B × 600k (cell, bin) pairs a step.
     seed
         Seeds the split, batches, masks, dropout and initialisation.
     """
@@ -81,6 +87,7 @@ class PretrainRecipe(_Recipe):
     n_neighbors: int = 10
     e1_init: str = "svd"
     state_class_weights: str | tuple[float, float, float] = "auto"
+    closed_bins_per_cell: int | None = 20_000
     seed: int = 0
 
     def __post_init__(self):
