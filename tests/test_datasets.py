@@ -60,6 +60,17 @@ def test_pbsmall_paths_and_cells():
     assert open_chroms == {"chr5", "chr11"}
 
 
+def test_demo_cells_is_both_datasets():
+    cells = datasets.demo_cells()
+    assert cells.obs["dataset"].value_counts().to_dict() == {"hemato": 600, "pbsmall": 150}
+    assert cells.obs["cell_type"].notna().all() and cells.obs["cell_type"].nunique() == 9
+    assert cells.uns["genome"] == "hg19" and "ingest" not in cells.uns
+    hem = datasets.hemato()
+    part = cells[cells.obs["dataset"] == "hemato"]
+    assert list(part.obs_names) == [f"{n}-hemato" for n in hem.obs_names]
+    assert (part.X != hem.X).nnz == 0
+
+
 def test_pbmc_multiome_paired():
     atac, rna = datasets.pbmc_multiome()
     raw, _ = datasets.pbmc_multiome(bin_size=None)

@@ -10,6 +10,7 @@ helper                    what
 :func:`hemato`            600 human bone-marrow cells (10x scATAC, hg19), 6 cell types, 2 donors
 :func:`pbsmall`           150 PBMCs from ArchR's PBSmall fragments (hg19, chr5 + chr11), 3 types
 :func:`pbsmall_fragments` path of the PBSmall 10x fragment file (and :func:`pbsmall_labels`)
+:func:`demo_cells`        the demo's 750 training cells: PBSmall + hemato in one AnnData (hg19)
 :func:`pbmc_multiome`     100 PBMCs with paired ATAC and RNA (10x Multiome subset, GRCh38)
 ========================  =====================================================================
 
@@ -28,7 +29,7 @@ import anndata as ad
 
 from .genome import DEFAULT_BIN_SIZE, data_path
 
-__all__ = ["hemato", "pbsmall", "pbsmall_fragments", "pbsmall_labels", "pbmc_multiome"]
+__all__ = ["hemato", "pbsmall", "pbsmall_fragments", "pbsmall_labels", "demo_cells", "pbmc_multiome"]
 
 HEMATO_FILE = "hemato_10x_hg19.h5ad"
 PBSMALL_FRAGMENTS_FILE = "pbsmall_fragments_hg19.tsv.gz"
@@ -114,6 +115,27 @@ def pbsmall(*, bin_size: int = DEFAULT_BIN_SIZE) -> ad.AnnData:
 
     return read_fragments(pbsmall_fragments(), genome="hg19", bin_size=bin_size, labels=pbsmall_labels(),
                           min_fragments=1)
+
+
+def demo_cells(*, bin_size: int = DEFAULT_BIN_SIZE) -> ad.AnnData:
+    """:func:`pbsmall` and :func:`hemato` in one AnnData: the 750 cells ``atacformer demo`` pretrains on.
+
+    Parameters
+    ----------
+    bin_size
+        Bin size in bp (default 5,000).
+
+    Returns
+    -------
+    AnnData
+        750 cells × hg19 bins (PBSmall first), ``obs['dataset']`` (``pbsmall`` / ``hemato``, for
+        ``--batch-key dataset``), ``obs['cell_type']`` and ``obs['barcode']``; cells are named
+        ``<name>-<dataset>``. ``uns`` keeps ``genome``, ``bin_size``, ``chroms`` and ``chrom_sizes``.
+    """
+    parts = {"pbsmall": pbsmall(bin_size=bin_size), "hemato": hemato(bin_size=bin_size)}
+    cells = ad.concat(parts, label="dataset", merge="same", uns_merge="first", index_unique="-")
+    cells.uns.pop("ingest", None)  # the first part's ingest report would describe only PBSmall
+    return cells
 
 
 def pbmc_multiome(*, bin_size: int | None = DEFAULT_BIN_SIZE) -> tuple[ad.AnnData, ad.AnnData]:
