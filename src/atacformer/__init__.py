@@ -11,10 +11,11 @@ from importlib import import_module
 from .genome import BinIndex, Genome, get_genome
 
 __version__ = "0.1.0"
-__all__ = ["BinIndex", "Genome", "get_genome", "io", "pp", "tokenize", "models", "train", "tl", "pl", "metrics"]
+__all__ = ["BinIndex", "Genome", "get_genome", "io", "pp", "tokenize", "models", "train", "tl", "pl", "metrics",
+           "datasets"]
 
 
 def __getattr__(name):  # lazy subpackages: `import atacformer as af; af.tl.embed(...)` without importing torch eagerly
-    if name in {"io", "pp", "tokenize", "models", "train", "tl", "pl", "metrics", "dna", "epiattend"}:
+    if name in {"io", "pp", "tokenize", "models", "train", "tl", "pl", "metrics", "dna", "epiattend", "datasets"}:
         return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'atacformer' has no attribute {name!r}")
