@@ -27,8 +27,6 @@ BLOCK_TIMEOUT_S = 600
 KNOWN_FAILING: dict[str, str] = {
     "cell-sentences-and-the-corpus-atacformer-python1":
         "uses part1.h5ad and an undefined `adata` (tokenize section: helper robust)",
-    "pretraining-atacformer-train-python1":
-        "uses cells.h5ad and an undefined `adata`, 500 steps (train section: lead, engine API in progress)",
     "dna-embeddings-per-bin-python1":
         "loads hg38_kmer256/, built from an hg38 FASTA that does not ship (dna section: helper robust)",
     "downstream-clusters-labels-mapping-batch-python1":

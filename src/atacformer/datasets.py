@@ -29,7 +29,7 @@ import anndata as ad
 
 from .genome import DEFAULT_BIN_SIZE, data_path
 
-__all__ = ["hemato", "pbsmall", "pbsmall_fragments", "pbsmall_labels", "demo_cells", "pbmc_multiome"]
+__all__ = ["hemato", "pbsmall", "pbsmall_fragments", "pbsmall_labels", "demo_cells", "pbmc_multiome", "snareseq"]
 
 HEMATO_FILE = "hemato_10x_hg19.h5ad"
 PBSMALL_FRAGMENTS_FILE = "pbsmall_fragments_hg19.tsv.gz"
@@ -163,5 +163,20 @@ def pbmc_multiome(*, bin_size: int | None = DEFAULT_BIN_SIZE) -> tuple[ad.AnnDat
     return read_region_matrix(atac_path, genome="hg38", bin_size=bin_size), rna
 
 
-# snareseq(): the SNARE-seq mouse cortex loader comes from helper "craft" (atacformer._snareseq); it is
-# added here, and to __all__, when that module lands.
+def snareseq(*, bin_size: int | None = 5000):
+    """SNARE-seq adult mouse cortex: paired ATAC and RNA of the same 6,968 nuclei (8 libraries in
+    ``obs['batch']``, 23 fine / 15 coarse cell types in ``obs['cell_type']`` / ``obs['cell_type_coarse']``),
+    mm10. See ``atacformer/data/ATTRIBUTION.md``.
+
+    Parameters
+    ----------
+    bin_size
+        ATAC re-binned to genome-wide bins of this size (None: the shipped 25,734 regions).
+
+    Returns
+    -------
+    ``(atac, rna)``: cells × bins (or regions) and cells × genes (raw counts), same ``obs_names``.
+    """
+    from ._snareseq import snareseq as load
+
+    return load(bin_size=bin_size)
