@@ -26,11 +26,18 @@ def _write(adata, path: str) -> None:
     print(f"wrote {path} ({adata.n_obs} cells)")
 
 
-def register(subparsers) -> None:
-    from ..train import FinetuneRecipe, IntegrateRecipe
+FMT = argparse.ArgumentDefaultsHelpFormatter
 
-    fr, ir = FinetuneRecipe(), IntegrateRecipe()
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+def register(subparsers) -> None:
+    for add in (_add_finetune, _add_annotate, _add_map, _add_integrate, _add_evaluate, _add_demo):
+        add(subparsers)
+
+
+def _add_finetune(subparsers) -> None:
+    from ..train import FinetuneRecipe
+
+    fr, fmt = FinetuneRecipe(), FMT
     p = subparsers.add_parser("finetune", help="fine-tune the <cls> cell-type head on labelled cells",
                               description="Fine-tune a copy of a pretrained model to predict a label column "
                                           "(atacformer.train.FinetuneRecipe), early-stopped on a validation split.",
@@ -49,6 +56,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=fr.seed, help="random seed")
     p.set_defaults(func=_finetune)
 
+
+def _add_annotate(subparsers) -> None:
+    fmt = FMT
     p = subparsers.add_parser("annotate", help="predict cell types with a fine-tuned model",
                               description="Predict labels with the <cls> head of a fine-tuned model.",
                               formatter_class=fmt)
@@ -60,6 +70,9 @@ def register(subparsers) -> None:
     p.add_argument("--key-added", default="atacformer_label", help="obs column of the labels")
     p.set_defaults(func=_annotate)
 
+
+def _add_map(subparsers) -> None:
+    fmt = FMT
     p = subparsers.add_parser("map", help="map query cells onto a labelled reference (kNN label transfer)",
                               description="Embed query cells with the reference model and transfer labels by kNN.",
                               formatter_class=fmt)
@@ -73,6 +86,11 @@ def register(subparsers) -> None:
     p.add_argument("--query-epochs", type=int, default=0, help="query-only fine-tune epochs (reference frozen)")
     p.set_defaults(func=_map)
 
+
+def _add_integrate(subparsers) -> None:
+    from ..train import IntegrateRecipe
+
+    ir, fmt = IntegrateRecipe(), FMT
     p = subparsers.add_parser("integrate", help="adversarial batch correction; writes a corrected embedding",
                               description="Batch-correct cell embeddings across an obs column "
                                           "(atacformer.train.IntegrateRecipe).", formatter_class=fmt)
@@ -89,6 +107,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=ir.seed, help="random seed")
     p.set_defaults(func=_integrate)
 
+
+def _add_evaluate(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate", help="metrics vs labels and LSI/spectral baselines → JSON + Markdown",
         description="Score embeddings of a cells × bins .h5ad against its labels (and batches) beside the LSI and "
@@ -105,6 +125,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the baselines and Leiden (default: 0)")
     p.set_defaults(func=_evaluate)
 
+
+def _add_demo(subparsers) -> None:
     p = subparsers.add_parser(
         "demo", help="the whole workflow on the shipped data → report.html (CPU, offline)",
         description="Ingest the shipped PBSmall fragments and hemato peak matrix, pretrain the tiny model without "

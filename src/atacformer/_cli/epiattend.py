@@ -39,7 +39,8 @@ def _csv(value: str) -> list[str]:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("epiattend", help="EpiAttend: sequence + epigenome → expression, enhancer–gene links")
+    p = subparsers.add_parser("epiattend", help="EpiAttend: sequence + epigenome → expression, enhancer–gene links",
+                              description="EpiAttend (Enformer-style DNA + epigenome tracks): train on a FASTA and tracks, predict per-gene expression, and score enhancer–gene links (train | predict | links).")
     sub = p.add_subparsers(dest="epiattend_command", metavar="ACTION", required=True)
 
     t = sub.add_parser("train", help="train on all chromosomes but the held-out ones")

@@ -47,7 +47,9 @@ def register(subparsers) -> None:
     add_overwrite(p, "output file")
     p.set_defaults(func=run_ingest)
 
-    q = subparsers.add_parser("info", help="shape, genome, bin size and QC summary of a cells × bins h5ad")
+    q = subparsers.add_parser("info", help="shape, genome, bin size and QC summary of a cells × bins h5ad",
+                              description="Print the shape, genome, bin size, labels and per-cell QC summary of a "
+                                          "cells × bins .h5ad written by `atacformer ingest`.")
     q.add_argument("file", help=".h5ad made by atacformer ingest")
     q.set_defaults(func=run_info)
 

@@ -69,11 +69,11 @@ def register(subparsers) -> None:
     e.add_argument("cells", help="cells × bins .h5ad on the model's genome and bin size")
     e.add_argument("-o", "--output", required=True, help="output .h5ad (written atomically)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    e.add_argument("--key-added", default="X_atacformer")
-    e.add_argument("--pooling", default="cls", choices=["cls", "mean"])
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--key-added", default="X_atacformer", help="obsm key of the embedding (default: X_atacformer)")
+    e.add_argument("--pooling", default="cls", choices=["cls", "mean"], help="<cls> output or mean over tokens")
+    e.add_argument("--batch-size", type=int, default=64, help="cells per forward pass (default: 64)")
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: CUDA when available)")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=_embed)
 
 

@@ -7,7 +7,10 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    group = subparsers.add_parser("regions", help="region classes of bins; group-specific bins and promoter candidates")
+    group = subparsers.add_parser("regions", help="region classes of bins; group-specific bins and promoter candidates",
+                                  description="annotate: one region class per genome bin (HOMER-style priority); "
+                                              "specific: contextual region embeddings, group-specific bins and "
+                                              "unannotated promoter candidates of a model.")
     sub = group.add_subparsers(dest="regions_command", metavar="SUBCOMMAND", required=True)
 
     p = sub.add_parser("annotate", help="one region class per bin (promoter, TTS, CDS, UTRs, ncRNA, intron, "
