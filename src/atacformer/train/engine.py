@@ -27,7 +27,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
@@ -266,6 +266,22 @@ class LogProgress(Callback):
             log.info("step %d/%d%s", step, trainer.max_steps, "" if loss is None else f"  loss {float(loss):.4f}")
 
 
+class StepProgressBar(TQDMProgressBar):
+    """A terminal bar over the optimisation steps (the training stream is endless: one "epoch")."""
+
+    def on_train_epoch_start(self, trainer, *_):
+        super().on_train_epoch_start(trainer)
+        self.train_progress_bar.total = trainer.max_steps
+        self.train_progress_bar.initial = trainer.global_step
+        self.train_progress_bar.set_description("train steps")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        bar = self.train_progress_bar
+        bar.n = trainer.global_step
+        bar.set_postfix(self.get_metrics(trainer, pl_module))
+        bar.refresh()
+
+
 class RankSummary(Callback):
     """Every rank reports what it trained on and a hash of its weights; rank 0 writes ``ranks.json``."""
 
@@ -335,8 +351,7 @@ def make_trainer(out_dir: Path, settings: TrainerSettings, *, has_val: bool, cal
         cbs.append(ModelCheckpoint(dirpath=out_dir / CHECKPOINT_DIR, filename="step={step}",
                                    auto_insert_metric_name=False, every_n_train_steps=settings.ckpt_every_n_steps,
                                    save_top_k=-1, save_last=True))
-    if not bar:
-        cbs.append(LogProgress(max(settings.log_every_n_steps, settings.max_steps // 20)))
+    cbs.append(StepProgressBar() if bar else LogProgress(max(settings.log_every_n_steps, settings.max_steps // 20)))
     return L.Trainer(
         max_steps=settings.max_steps, default_root_dir=out_dir, logger=[CSVLogger(out_dir, name=LOG_DIR)],
         callbacks=cbs, gradient_clip_val=settings.gradient_clip_val,
