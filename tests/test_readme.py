@@ -25,13 +25,6 @@ BLOCK_TIMEOUT_S = 600
 
 # block id -> why it does not run yet (whose section it is in brackets). Strict xfail: runs, must fail.
 KNOWN_FAILING: dict[str, str] = {
-    "cell-sentences-and-the-corpus-atacformer-python1":
-        "uses part1.h5ad and an undefined `adata` (tokenize section: helper robust)",
-    "dna-embeddings-per-bin-python1":
-        "loads hg38_kmer256/, built from an hg38 FASTA that does not ship (dna section: helper robust)",
-    "downstream-clusters-labels-mapping-batch-python1":
-        "undefined `adata`, `ref`, `query`, `model` (downstream section: helper contract / lead, tl and pl APIs "
-        "in progress)",
 }
 # block id -> why it is not run at all (too slow for the test suite as written); xfail(run=False)
 NOT_RUN: dict[str, str] = {
