@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -173,7 +174,9 @@ class Atacformer(nn.Module):
 
     def _check_batch(self, batch: PackedBatch) -> None:
         """The batch's sentences must be the vocabulary's, and class regions set."""
-        if batch.eos_index.shape[1] != self.vocab.n_eos:
+        eos = self.vocab.eos_ids
+        first = batch.input_ids.flatten()[batch.eos_index[0].to(batch.input_ids.device)].cpu().numpy()
+        if batch.eos_index.shape[1] != len(eos) or not np.array_equal(first, eos):
             raise ValueError(f"the batch has {batch.eos_index.shape[1]} <eos> per sentence but this model's "
                              f"{self.config.decoder} decoder reads {self.vocab.n_eos}: collate with model.vocab")
         if self.config.region_classes and int(self.state_decoder.bin_region.min()) < 0:
