@@ -28,7 +28,14 @@ from ..pp import region_classes
 from ..tokenize.sources import global_columns
 from ..tokenize.vocab import CLASS_DECODERS
 from .data import AtacformerDataModule
-from .engine import check_resume, fingerprint, fit, load_checkpoint, prepare_out_dir, resume_path
+from .engine import (
+    check_resume,
+    fingerprint,
+    fit,
+    load_checkpoint,
+    prepare_out_dir,
+    resume_path,
+)
 from .plans import PretrainPlan
 from .priors import balanced_state_weights, grouped_neighbors, svd_bin_embeddings
 from .recipes import PretrainRecipe
@@ -138,6 +145,7 @@ def pretrain(
     resume: str | Path | None = None,
     overwrite: bool = False,
     trainer_kwargs: dict | None = None,
+    callbacks: Sequence = (),
 ) -> Atacformer:
     """Pretrain an Atacformer and save it to ``out_dir`` (layout in the module docstring).
 
@@ -162,6 +170,8 @@ def pretrain(
     trainer_kwargs
         ``lightning.Trainer`` options: ``devices``, ``num_nodes``, ``strategy`` (``"ddp"``/``"fsdp"``),
         ``accelerator``, ``precision`` (bf16 autocast by default on GPU).
+    callbacks
+        Extra Lightning callbacks (e.g. a step timer).
 
     Returns
     -------
@@ -194,7 +204,7 @@ def pretrain(
     plan = PretrainPlan(model, optimizer=dataclasses.replace(recipe.optimizer, lr=recipe.lr),
                         max_steps=recipe.trainer.max_steps, seed=recipe.seed,
                         run_info={**run_info, "config": config.to_dict()})
-    trainer = fit(plan, data, out_dir=out_dir, settings=recipe.trainer, resume=ckpt_path,
+    trainer = fit(plan, data, out_dir=out_dir, settings=recipe.trainer, resume=ckpt_path, callbacks=callbacks,
                   trainer_kwargs=trainer_kwargs)
     state = trainer.strategy.lightning_module_state_dict()  # full weights (gathered under FSDP)
     model = Atacformer(config, dna_embeddings=dna_embeddings)
