@@ -21,8 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from atacformer.metrics import tfidf
-from atacformer.tl.demo import QUERY_DONOR, load_data
+from atacformer.demo import QUERY_DONOR, load_data
+from atacformer.pp import tfidf
 
 
 def main() -> None:

@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atacformer.metrics import macro_f1
-from atacformer.models import Atacformer
-from atacformer.tl import annotate, finetune, map_query
-from atacformer.tl.demo import (
+from atacformer.demo import (
     QUERY_DONOR,
     REFERENCE_DONOR,
     DemoSettings,
     load_data,
     pretrain_model,
 )
+from atacformer.metrics import macro_f1
+from atacformer.models import Atacformer
+from atacformer.tl import annotate, finetune, map_query
 
 OLD = {"class_weight": None, "keep": None}  # finetune's defaults before this issue
 TABLE = {**OLD, "train_embeddings": True, "embedding_lr": 1e-2}

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from atacformer.demo import DemoSettings, run_demo
+from atacformer.demo.report import targets
 from atacformer.metrics import to_markdown
-from atacformer.tl.demo import DemoSettings, run_demo
-from atacformer.tl.demo_report import targets
 
 
 def main() -> None:

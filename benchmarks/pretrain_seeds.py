@@ -19,10 +19,8 @@ import logging
 import time
 from pathlib import Path
 
-from atacformer.metrics import spectral
-from atacformer.metrics.evaluate import evaluate
-from atacformer.tl import embed, integrate
-from atacformer.tl.demo import REFERENCE_DONOR, DemoSettings, load_data, pretrain_model
+from atacformer.demo import REFERENCE_DONOR, DemoSettings, load_data, pretrain_model
+from atacformer.tl import embed, evaluate, integrate, spectral
 
 CLUSTER = ["ARI", "NMI", "kNN_acc"]
 BATCH = ["iLISI", "batch_ASW", "celltype_ASW", "ARI"]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_BIN_SIZE = 5000
+BYTES_PER_BIN = 300  # bin names, var table, QC masks and the h5ad's var: rough memory per bin while ingesting
 BUILTIN_GENOMES = ("hg38", "hg19", "mm10")
 _MITO = {"chrM", "chrMT", "M", "MT", "chrm", "mt"}
 
@@ -167,6 +168,18 @@ class Genome:
         return self.chrom_sizes == other.chrom_sizes
 
 
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _natural_key(chrom: str):
     core = chrom[3:]
     return (0, int(core), "") if core.isdigit() else (1, 0, core)
@@ -271,6 +284,18 @@ class BinIndex:
 
     def __repr__(self) -> str:
         return f"BinIndex(genome={self.genome.name!r}, bin_size={self.bin_size}, n_bins={self.n_bins})"
+
+    def check_memory(self, available: int | None = None) -> None:
+        """Refuse (``ValueError``) a bin size so small that the bin table alone (about
+        :data:`BYTES_PER_BIN` per bin) needs more than half the available memory."""
+        available = _available_memory() if available is None else available
+        need = self.n_bins * BYTES_PER_BIN
+        if available and need > available // 2:
+            smallest = -(-int(self.chrom_sizes.sum()) * BYTES_PER_BIN // (available // 2))
+            raise ValueError(
+                f"--bin-size {self.bin_size} gives {self.n_bins:,} bins on genome {self.genome.name!r}: the bin "
+                f"table alone needs about {need / 1e9:.1f} GB, more than half the {available / 1e9:.1f} GB of "
+                f"memory available; use --bin-size {smallest} or more (the model is built for 5000)")
 
     def __len__(self) -> int:
         return self.n_bins

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from atacformer.dna import NTEmbedder, build_table, nt_embed, nt_tokens
+from atacformer.dna import NTEmbedder, NTOptions, build_table, nt_embed, nt_tokens
 from atacformer.tokenize import BinVocab
 
 
@@ -40,7 +40,7 @@ def test_nt_embedding_is_masked_mean_of_last_layer(tiny_nt):
 def test_build_nt_table(toy, tiny_nt, tmp_path):
     genome, fasta, seqs = toy
     table = build_table(genome, fasta, out=tmp_path / "nt", method="nt", model=tiny_nt, bin_size=1000,
-                        batch_size=8, device="cpu", dtype="float32")
+                        nt=NTOptions(batch_size=8, device="cpu"), dtype="float32")
     assert table.dim == 16 and len(table) == 43
     assert table.metadata["layer"] == "last" and table.metadata["source_model"] == tiny_nt.name
     assert not table.embeddings[3].any()  # the all-N bin

@@ -48,8 +48,8 @@ def test_labels_whitelist_and_min_fragments(tmp_path, toy_genome):
 
 
 def test_several_files_keep_duplicate_barcodes_apart(tmp_path, toy_genome):
-    f1 = write_fragments(tmp_path / "s1_fragments.tsv.gz", [("chr1", 10, 100, "AAA-1", 1)] * 3)
-    f2 = write_fragments(tmp_path / "s2_fragments.tsv.gz", [("chr2", 10, 100, "AAA-1", 1)] * 2)
+    f1 = write_fragments(tmp_path / "s1_fragments.tsv.gz", [("chr1", 10 + i, 100, "AAA-1", 1) for i in range(3)])
+    f2 = write_fragments(tmp_path / "s2_fragments.tsv.gz", [("chr2", 10 + i, 100, "AAA-1", 1) for i in range(2)])
     a = read_fragments([f1, f2], genome=toy_genome, min_fragments=0)
     assert list(a.obs_names) == ["s1#AAA-1", "s2#AAA-1"]
     assert list(a.obs["sample"]) == ["s1", "s2"] and list(a.obs["barcode"]) == ["AAA-1", "AAA-1"]

@@ -48,8 +48,8 @@ def test_kbet_pvalues_hand_case():
 def test_kbet_acceptance():
     X, labels, b_mix = _two_blobs(True)
     _, _, b_sep = _two_blobs(False)
-    assert kbet(X, b_mix, k=10) > 0.8
-    assert kbet(X, b_sep, k=10) == 0.0
+    assert kbet(X, b_mix, n_neighbors=10) > 0.8
+    assert kbet(X, b_sep, n_neighbors=10) == 0.0
     with pytest.raises(ValueError):
         kbet(X, b_sep, labels=labels)  # every label is in a single batch
 
@@ -72,4 +72,4 @@ def test_graph_connectivity_hand_graph():
     A = sp.csr_matrix((np.ones(4), ([0, 1, 3, 4], [1, 0, 4, 3])), shape=(5, 5))
     assert graph_connectivity(None, ["a", "a", "a", "b", "b"], graph=A) == pytest.approx((2 / 3 + 1) / 2)
     X, labels, _ = _two_blobs(True)
-    assert graph_connectivity(X, labels, k=5) == 1.0
+    assert graph_connectivity(X, labels, n_neighbors=5) == 1.0

@@ -26,7 +26,7 @@ def test_accuracy_and_macro_f1_hand_case():
 def test_knn_predict_votes_and_confidence():
     ref = np.array([[0.0], [0.1], [0.2], [10.0], [10.1]])
     labels = ["x", "x", "x", "y", "y"]
-    pred, conf = knn_predict(ref, labels, np.array([[0.05], [10.05]]), k=3)
+    pred, conf = knn_predict(ref, labels, np.array([[0.05], [10.05]]), n_neighbors=3)
     assert list(pred) == ["x", "y"]
     assert conf[0] == pytest.approx(1.0) and conf[1] == pytest.approx(2 / 3)
 
@@ -34,10 +34,10 @@ def test_knn_predict_votes_and_confidence():
 def test_knn_accuracy_leave_one_out_and_query():
     X = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]])
     y = ["a", "a", "a", "b", "b", "b"]
-    assert knn_accuracy(X, y, k=2) == 1.0
+    assert knn_accuracy(X, y, n_neighbors=2) == 1.0
     # a lone "b" among "a"s is mis-predicted by leave-one-out
-    assert knn_accuracy(X, ["a", "b", "a", "b", "b", "b"], k=2) == pytest.approx(5 / 6)
+    assert knn_accuracy(X, ["a", "b", "a", "b", "b", "b"], n_neighbors=2) == pytest.approx(5 / 6)
     mask = np.array([True, False, False, True, False, False])
-    assert knn_accuracy(X, y, k=1, query_mask=mask) == 1.0
+    assert knn_accuracy(X, y, n_neighbors=1, query_mask=mask) == 1.0
     with pytest.raises(ValueError):
         knn_accuracy(X, y, query_mask=np.ones(6, bool))

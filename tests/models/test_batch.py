@@ -56,6 +56,33 @@ def test_masking_is_seeded_and_off_for_inference(toy_vocab, make_cells):
     assert full.num_tokens == sum(len(c["bin_ids"]) for c in cells) + len(cells) * (1 + toy_vocab.n_chroms)
 
 
+def test_one_generator_per_cell_makes_sentences_batch_independent(toy_vocab):
+    """With a generator per cell (seeded from the cell), a subsampled cell gets the same sentence alone or
+    in any batch; one shared generator makes it depend on its batch mates."""
+    long = {"bin_ids": np.arange(0, 40)}
+    others = [{"bin_ids": np.arange(3, 30)}, {"bin_ids": np.array([1, 5, 9])}]
+    max_length = 1 + toy_vocab.n_chroms + 12
+
+    def first_sentence(cells, rng):
+        b = collate_cells(cells, toy_vocab, mask_fraction=0.0, max_length=max_length, rng=rng)
+        return b.input_ids[: b.cu_seqlens[1]].tolist()
+
+    alone = first_sentence([long], [np.random.default_rng(7)])
+    rngs = [np.random.default_rng(7), np.random.default_rng(1), np.random.default_rng(2)]
+    assert first_sentence([long, *others], rngs) == alone
+    assert len(alone) == max_length
+    assert first_sentence([long, others[0]], np.random.default_rng(7)) == alone  # a shared generator, drawn first
+    mates_first = collate_cells([others[0], long], toy_vocab, mask_fraction=0.0, max_length=max_length,
+                                rng=np.random.default_rng(7))
+    second = mates_first.input_ids[mates_first.cu_seqlens[1]: mates_first.cu_seqlens[2]].tolist()
+    assert second != alone  # with one shared generator the mate's draws come first
+    own = collate_cells([others[0], long], toy_vocab, mask_fraction=0.0, max_length=max_length,
+                        rng=[np.random.default_rng(1), np.random.default_rng(7)])
+    assert own.input_ids[own.cu_seqlens[1]: own.cu_seqlens[2]].tolist() == alone  # its own generator: the same
+    with pytest.raises(ValueError, match="2 generators for 3 cells"):
+        collate_cells([long, *others], toy_vocab, rng=rngs[:2])
+
+
 def test_padded_layout_holds_the_same_cells(toy_vocab, make_cells):
     cells = make_cells(toy_vocab, 5, seed=2)
     packed = collate_cells(cells, toy_vocab, rng=np.random.default_rng(0))

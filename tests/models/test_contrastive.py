@@ -1,12 +1,16 @@
 """The contrastive objective: two-view batches, InfoNCE, and weight 0 = the plain masked-bin model."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from atacformer.models import Atacformer, AtacformerConfig, collate_cells, pad_batch
 from atacformer.models.batch import contrastive_view
+from atacformer.models.config import RECIPE_FIELDS
 from atacformer.models.heads import info_nce
+from atacformer.train import BatchSettings, weights_digest
 
 
 def _bins(vocab, sentence):
@@ -89,8 +93,44 @@ def test_weight_zero_reproduces_the_plain_loss(toy_vocab, make_cells):
 def test_bad_contrastive_settings_are_rejected(toy_vocab):
     with pytest.raises(ValueError, match="contrastive"):
         AtacformerConfig.from_preset("tiny", toy_vocab, contrastive_temperature=0.0)
+    # how the views are made is a recipe setting now, checked there
+    with pytest.raises(ValueError, match="unknown config field"):
+        AtacformerConfig.from_preset("tiny", toy_vocab, contrastive_drop=0.5)
     with pytest.raises(ValueError, match="contrastive_drop"):
-        AtacformerConfig.from_preset("tiny", toy_vocab, contrastive_drop=1.0)
+        BatchSettings(contrastive_drop=1.0)
+    with pytest.raises(ValueError, match="neighbor_add"):
+        BatchSettings(contrastive_drop=0.5, neighbor_add=1.5)
+    with pytest.raises(ValueError, match="mask_fraction"):
+        BatchSettings(mask_fraction=1.0)
+
+
+def test_batch_settings_make_the_two_view_batch(toy_vocab, make_cells):
+    cells = make_cells(toy_vocab, 4, seed=5, low=8, high=20)
+    settings = BatchSettings(mask_fraction=0.2, contrastive_drop=0.5)
+    batch = settings.collate(cells, toy_vocab, np.random.default_rng(2), max_length=512)
+    direct = collate_cells(cells, toy_vocab, mask_fraction=0.2, rng=np.random.default_rng(2), contrastive_drop=0.5)
+    assert batch.num_sentences == 8 and torch.equal(batch.input_ids, direct.input_ids)
+    assert BatchSettings().collate(cells, toy_vocab, np.random.default_rng(2), max_length=512).view_cls_index is None
+
+
+def test_config_saved_with_recipe_fields_still_loads(toy_vocab, tmp_path):
+    """Models saved before the recipe split have mask_fraction, contrastive_drop, ... in config.json."""
+    torch.manual_seed(0)
+    model = Atacformer(AtacformerConfig.from_preset("tiny", toy_vocab, contrastive_weight=1.0))
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    old = json.loads(path.read_text())
+    old.update({"mask_fraction": 0.2, "contrastive_drop": 0.5, "contrastive_neighbor_add": 1.0,
+                "contrastive_neighbors": "spectral", "contrastive_n_neighbors": 10, "e1_init": "svd"})
+    assert set(old) >= RECIPE_FIELDS
+    path.write_text(json.dumps(old))
+    loaded = Atacformer.from_pretrained(tmp_path / "m")
+    assert weights_digest(loaded) == weights_digest(model) and loaded.config == model.config
+    assert not any(hasattr(loaded.config, f) for f in RECIPE_FIELDS)
+    # any other unknown field is still an error naming it
+    path.write_text(json.dumps({**old, "n_wings": 2}))
+    with pytest.raises(ValueError, match="n_wings"):
+        Atacformer.from_pretrained(tmp_path / "m")
 
 
 def test_embedding_ignores_the_second_views(toy_vocab, make_cells):

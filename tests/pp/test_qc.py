@@ -16,7 +16,7 @@ def _adata():
 
 def test_filter_cells_thresholds_and_nan():
     a = _adata()
-    out = pp.filter_cells(a, min_fragments=10, min_tss_enrichment=4, inplace=False)
+    out = pp.filter_cells(a, min_fragments=10, min_tss_enrichment=4, copy=True)
     assert list(out.obs_names) == ["a"]  # b: too few fragments; c: NaN TSS enrichment fails
     assert out.uns["filter_cells"]["n_removed"] == 2 and a.n_obs == 3
     pp.filter_cells(a, max_frac_mito=0.1, min_counts=3)

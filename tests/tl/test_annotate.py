@@ -4,36 +4,48 @@ import torch
 
 from atacformer.metrics import macro_f1
 from atacformer.tl import annotate, finetune
+from atacformer.train import FinetuneRecipe, weights_digest
 
 from .conftest import toy_adata, toy_model
 
 
 def test_finetune_then_annotate_learns_types(adata, model):
-    finetune(adata, model, epochs=12, patience=12, seed=0)
+    before = weights_digest(model)
+    tuned = finetune(adata, model, recipe=FinetuneRecipe(epochs=12, patience=12))
     info = adata.uns["atacformer_finetune"]
     hist = info["history"]
-    assert info["classes"] == ["A", "B", "C"] and model.config.cell_type_names == ["A", "B", "C"]
+    assert info["classes"] == ["A", "B", "C"] and tuned.config.cell_type_names == ["A", "B", "C"]
+    # the input model is not changed: same weights, still no head
+    assert weights_digest(model) == before and model.cell_type_head is None and model.config.cell_type_names == []
     assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
-    assert info["n_train"] + info["n_val"] == adata.n_obs
+    assert info["n_train"] + info["n_val"] == adata.n_obs and len(hist) == 12
     query = toy_adata(seed=7)
-    annotate(query, model, threshold=0.0)
+    annotate(query, tuned, threshold=0.0)
     assert macro_f1(query.obs["cell_type"], query.obs["atacformer_label"]) > 0.9
     probs = query.obsm["atacformer_label_probs"]
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(query.obs["atacformer_label_confidence"], probs.max(1))
     # a threshold above every confidence turns every call into "unknown"
-    annotate(query, model, threshold=1.01, key_added="strict")
+    annotate(query, tuned, threshold=1.01, key_added="strict")
     assert set(query.obs["strict"]) == {"unknown"}
+    # copy=True: a new AnnData, the input left alone
+    fresh = toy_adata(seed=7)
+    out = annotate(fresh, tuned, threshold=0.0, copy=True)
+    assert "atacformer_label" not in fresh.obs and "atacformer_label" not in fresh.uns
+    np.testing.assert_array_equal(out.obsm["atacformer_label_probs"], probs)
+    assert annotate(fresh, tuned, threshold=0.0) is None
 
 
 def test_finetune_last_layers_only_keeps_embeddings(adata, model):
-    e1 = model.encoder.embed.e1.weight.detach().clone()
-    first = [p.detach().clone() for p in model.encoder.layers[0].parameters()]
-    finetune(adata, model, trainable_layers=1, epochs=2, patience=5)
-    assert torch.equal(e1, model.encoder.embed.e1.weight)
-    assert all(torch.equal(a, b) for a, b in zip(first, model.encoder.layers[0].parameters()))
-    assert not torch.equal(first[0], first[0] + 1)  # sanity
-    assert all(p.requires_grad for p in model.parameters())  # unfrozen afterwards
+    tuned = finetune(adata, model, recipe=FinetuneRecipe(trainable_layers=1, epochs=2, patience=5))
+    assert torch.equal(model.encoder.embed.e1.weight, tuned.encoder.embed.e1.weight)
+    assert all(torch.equal(a, b) for a, b in zip(model.encoder.layers[0].parameters(),
+                                                 tuned.encoder.layers[0].parameters()))
+    # the last layer did train
+    assert any(not torch.equal(a, b) for a, b in zip(model.encoder.layers[-1].parameters(),
+                                                     tuned.encoder.layers[-1].parameters()))
+    assert all(p.requires_grad for p in tuned.parameters())  # unfrozen afterwards
+    assert not tuned.training
 
 
 def test_errors(adata, model):
@@ -44,8 +56,10 @@ def test_errors(adata, model):
         finetune(adata, model, labels_key="one")
     with pytest.raises(ValueError, match="no cell-type head"):
         annotate(adata, toy_model())
+    with pytest.raises(ValueError, match="monitor"):
+        FinetuneRecipe(monitor="accuracy")
     bad = adata.copy()
     bad.uns["bin_size"] = 1000
-    finetune(adata, model, epochs=1)
-    with pytest.raises(ValueError):
-        annotate(bad, model)
+    tuned = finetune(adata, model, recipe=FinetuneRecipe(epochs=1))
+    with pytest.raises(ValueError, match="1000"):
+        annotate(bad, tuned)

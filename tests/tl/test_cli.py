@@ -20,22 +20,38 @@ def test_finetune_annotate_map_integrate(tmp_path, capsys):
     adata.write_h5ad(tmp_path / "ref.h5ad")
     toy_adata(seed=4, n_per_type=8, batch_shift=True).write_h5ad(tmp_path / "query.h5ad")
     toy_model().save_pretrained(tmp_path / "model")
-    assert main(["finetune", str(tmp_path / "ref.h5ad"), "--model", str(tmp_path / "model"),
-                 "-o", str(tmp_path / "tuned"), "--epochs", "8"]) == 0
+    tune = ["finetune", str(tmp_path / "ref.h5ad"), "--model", str(tmp_path / "model"), "-o", str(tmp_path / "tuned"),
+            "--epochs", "8", "--stratify-key", "donor"]
+    assert main(tune) == 0
+    assert (tmp_path / "tuned" / "checkpoints" / "last.ckpt").exists()
+    assert Atacformer.from_pretrained(tmp_path / "tuned").config.cell_type_names == ["A", "B", "C"]
+    assert main(tune) == 2 and "--overwrite" in capsys.readouterr().err  # an existing model is refused
     assert main(["annotate", str(tmp_path / "query.h5ad"), "--model", str(tmp_path / "tuned"),
                  "-o", str(tmp_path / "annotated.h5ad"), "--threshold", "0"]) == 0
     out = ad.read_h5ad(tmp_path / "annotated.h5ad")
     assert (out.obs["atacformer_label"].astype(str) == out.obs["cell_type"]).mean() > 0.8
-    assert main(["map", str(tmp_path / "query.h5ad"), "--reference", str(tmp_path / "ref.h5ad"),
-                 "--model", str(tmp_path / "model"), "-o", str(tmp_path / "mapped.h5ad"), "-k", "5"]) == 0
+    again = ["annotate", str(tmp_path / "query.h5ad"), "--model", str(tmp_path / "tuned"),
+             "-o", str(tmp_path / "annotated.h5ad"), "--key-added", "second"]
+    assert main(again) == 2 and "--overwrite" in capsys.readouterr().err
+    assert "second" not in ad.read_h5ad(tmp_path / "annotated.h5ad").obs  # not touched
+    assert main([*again, "--overwrite"]) == 0 and "second" in ad.read_h5ad(tmp_path / "annotated.h5ad").obs
+    mapped = ["map", str(tmp_path / "query.h5ad"), "--reference", str(tmp_path / "ref.h5ad"),
+              "--model", str(tmp_path / "model"), "-o", str(tmp_path / "mapped.h5ad"), "--n-neighbors", "5"]
+    assert main(mapped) == 0
     assert "atacformer_mapped_uncertainty" in ad.read_h5ad(tmp_path / "mapped.h5ad").obs
+    assert ad.read_h5ad(tmp_path / "mapped.h5ad").uns["atacformer_mapped"]["n_neighbors"] == 5
+    assert main(mapped) == 2
     assert main(["integrate", str(tmp_path / "ref.h5ad"), "--model", str(tmp_path / "model"), "--batch-key", "donor",
                  "-o", str(tmp_path / "int.h5ad"), "--epochs", "1", "--save-model", str(tmp_path / "corr"),
                  "--reference-batch", "d2"]) == 0
     integrated = ad.read_h5ad(tmp_path / "int.h5ad")
     assert integrated.obsm["X_atacformer_integrated"].shape == (90, 32)
-    assert integrated.uns["atacformer_integrate"]["mnn_correct"]["reference"] == "d2"  # as asked
+    assert integrated.uns["X_atacformer_integrated"]["mnn_correct"]["reference"] == "d2"  # as asked
     assert (tmp_path / "corr" / "model.safetensors").exists()
+    assert main(["integrate", str(tmp_path / "ref.h5ad"), "--model", str(tmp_path / "model"), "--batch-key", "donor",
+                 "-o", str(tmp_path / "int2.h5ad"), "--epochs", "1", "--no-correct", "--save-model",
+                 str(tmp_path / "corr")]) == 2  # the corrected model folder already holds a model
+    assert not (tmp_path / "int2.h5ad").exists()
     assert main(["integrate", str(tmp_path / "ref.h5ad"), "--model", str(tmp_path / "model"), "--batch-key", "donor",
                  "-o", str(tmp_path / "int2.h5ad"), "--epochs", "1", "--no-correct"]) == 0
     assert "X_atacformer_integrated_model" not in ad.read_h5ad(tmp_path / "int2.h5ad").obsm
@@ -43,6 +59,29 @@ def test_finetune_annotate_map_integrate(tmp_path, capsys):
     assert main(["annotate", str(tmp_path / "nope.h5ad"), "--model", str(tmp_path / "tuned"),
                  "-o", str(tmp_path / "x.h5ad")]) == 2
     assert "nope.h5ad" in capsys.readouterr().err and not (tmp_path / "x.h5ad").exists()
+
+
+def test_finetune_resume_continues_the_run(tmp_path, capsys):
+    toy_adata(n_per_type=10).write_h5ad(tmp_path / "cells.h5ad")
+    toy_model().save_pretrained(tmp_path / "model")
+    base = ["finetune", str(tmp_path / "cells.h5ad"), "--model", str(tmp_path / "model"), "-o", str(tmp_path / "ft")]
+    assert main([*base, "--epochs", "2"]) == 0
+    first = sorted(p.name for p in (tmp_path / "ft" / "checkpoints").iterdir())
+    # resume the 2-epoch run from its last checkpoint with a longer schedule: it goes on, not from scratch
+    assert main([*base, "--epochs", "3", "--resume", "last"]) == 0
+    assert "fine-tuned" in capsys.readouterr().out
+    steps = sorted(int(p.stem.split("=")[1]) for p in (tmp_path / "ft" / "checkpoints").glob("step=*.ckpt"))
+    assert len(first) == 3 and len(steps) == 3 and steps[-1] == 3 * steps[0]
+    assert main([*base, "--epochs", "1", "--resume", str(tmp_path / "nope.ckpt")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_embed_writes_output(tmp_path):
+    toy_adata(n_per_type=4).write_h5ad(tmp_path / "cells.h5ad")
+    toy_model().save_pretrained(tmp_path / "model")
+    assert main(["embed", str(tmp_path / "model"), str(tmp_path / "cells.h5ad"), "--output", str(tmp_path / "e.h5ad"),
+                 "--no-progress"]) == 0
+    assert ad.read_h5ad(tmp_path / "e.h5ad").obsm["X_atacformer"].shape == (12, 32)
 
 
 def test_evaluate_writes_json_and_markdown(tmp_path, capsys):

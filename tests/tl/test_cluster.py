@@ -18,11 +18,32 @@ def _blobs(n_types=4, n=25, seed=0):
 @pytest.mark.parametrize("k", [4, 7])  # 4 disconnected blobs: fewer is impossible
 def test_cluster_hits_requested_count(k):
     adata, labels = _blobs()
-    cluster(adata, use_rep="X_emb", n_clusters=k, key_added="cl")
+    assert cluster(adata, use_rep="X_emb", n_clusters=k, key_added="cl") is None
     assert adata.obs["cl"].nunique() == k
-    assert adata.uns["cl"]["n_clusters"] == k and adata.uns["cl"]["resolution"] > 0
+    assert adata.uns["cl"]["n_clusters"] == k and adata.uns["cl"]["params"]["resolution"] > 0
     if k == 4:
         assert ari(labels, adata.obs["cl"]) == pytest.approx(1.0)
+
+
+def test_cluster_writes_the_graph_where_scanpy_reads_it():
+    adata, _ = _blobs()
+    cluster(adata, use_rep="X_emb", resolution=1.0, n_neighbors=6)
+    nb = adata.uns["neighbors"]
+    assert nb["connectivities_key"] == "connectivities" and nb["distances_key"] == "distances"
+    assert nb["params"]["n_neighbors"] == 6 and nb["params"]["use_rep"] == "X_emb"
+    C, D = adata.obsp["connectivities"], adata.obsp["distances"]
+    assert (C != C.T).nnz == 0 and (D.getnnz(axis=1) == 6).all() and D.data.min() > 0  # self excluded
+    # the distances are the Euclidean distances to each cell's neighbours
+    Dc, X = D.tocoo(), adata.obsm["X_emb"]
+    np.testing.assert_allclose(Dc.data, np.linalg.norm(X[Dc.row] - X[Dc.col], axis=1), rtol=1e-6)
+    cluster(adata, use_rep="X_emb", resolution=1.0, neighbors_key="emb")
+    assert adata.uns["emb"]["connectivities_key"] == "emb_connectivities" and "emb_distances" in adata.obsp
+
+
+def test_cluster_copy_leaves_the_argument_alone():
+    adata, _ = _blobs()
+    out = cluster(adata, use_rep="X_emb", n_clusters=4, copy=True)
+    assert "leiden" in out.obs and "leiden" not in adata.obs and not adata.obsp and "neighbors" not in adata.uns
 
 
 def test_cluster_resolution_and_errors():
@@ -37,10 +58,11 @@ def test_cluster_resolution_and_errors():
         cluster(adata, use_rep="X_missing", resolution=1.0)
 
 
-def test_umap_is_seeded():
+def test_umap_is_seeded_and_stored_as_scanpy_does():
     adata, _ = _blobs(n=15)
     umap(adata, use_rep="X_emb", seed=3)
     first = adata.obsm["X_umap"].copy()
-    umap(adata, use_rep="X_emb", seed=3)
-    assert first.shape == (60, 2)
-    np.testing.assert_allclose(first, adata.obsm["X_umap"], atol=1e-4)
+    assert {"a", "b", "n_neighbors", "use_rep"} <= set(adata.uns["umap"]["params"])
+    out = umap(adata, use_rep="X_emb", seed=3, key_added="X_u2", copy=True)
+    assert first.shape == (60, 2) and "X_u2" not in adata.obsm
+    np.testing.assert_allclose(first, out.obsm["X_u2"], atol=1e-4)

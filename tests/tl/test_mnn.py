@@ -22,7 +22,7 @@ def _shifted_clusters(seed: int = 0):
 
 def test_shift_moves_the_other_batch_onto_the_reference_and_keeps_types_apart():
     X, batch, types = _shifted_clusters()
-    out, facts = mnn_shift(X, batch, k=10)
+    out, facts = mnn_shift(X, batch, n_neighbors=10)
     unit = X / np.linalg.norm(X, axis=1, keepdims=True)
     np.testing.assert_allclose(out[batch == "a"], unit[batch == "a"], atol=1e-6)  # reference (tie: first) unchanged
     assert facts["reference"] == "a" and facts["batches"]["b"]["pairs"] > 0 and facts["batches"]["b"]["sigma"] > 0
@@ -36,7 +36,7 @@ def test_shift_moves_the_other_batch_onto_the_reference_and_keeps_types_apart():
 
 def test_reference_batch_is_kept_and_checked():
     X, batch, _ = _shifted_clusters()
-    out, facts = mnn_shift(X, batch, reference="b", k=10)
+    out, facts = mnn_shift(X, batch, reference="b", n_neighbors=10)
     unit = X / np.linalg.norm(X, axis=1, keepdims=True)
     assert facts["reference"] == "b" and set(facts["batches"]) == {"a"}
     np.testing.assert_allclose(out[batch == "b"], unit[batch == "b"], atol=1e-6)
@@ -48,10 +48,12 @@ def test_reference_batch_is_kept_and_checked():
 def test_mnn_correct_on_adata_mixes_toy_batches():
     adata = toy_adata(batch_shift=True)
     af.tl.lsi(adata, n_comps=10)
-    af.tl.mnn_correct(adata, use_rep="X_lsi", batch_key="donor")
+    assert af.tl.mnn_correct(adata, use_rep="X_lsi", batch_key="donor") is None
     batch = adata.obs["donor"]
     assert adata.obsm["X_lsi_mnn"].shape == adata.obsm["X_lsi"].shape
     assert adata.uns["X_lsi_mnn"]["reference"] in ("d1", "d2")
     assert ilisi(adata.obsm["X_lsi_mnn"], batch, perplexity=10) > ilisi(adata.obsm["X_lsi"], batch, perplexity=10)
     with pytest.raises(ValueError, match="no 'X_nope'"):
         af.tl.mnn_correct(adata, use_rep="X_nope", batch_key="donor")
+    fresh = af.tl.mnn_correct(adata, use_rep="X_lsi", batch_key="donor", key_added="c", n_neighbors=5, copy=True)
+    assert "c" in fresh.obsm and "c" not in adata.obsm and fresh.uns["c"]["n_neighbors"] == 5

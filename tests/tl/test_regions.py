@@ -30,8 +30,11 @@ def test_annotate_bins_hand_case(genome):
 
 
 def test_region_embeddings_shapes_and_counts(adata, model):
-    region_embeddings(adata, model, groupby="cell_type")
+    out = region_embeddings(adata, model, groupby="cell_type", key_added="r", copy=True)
+    assert "r" in out.uns and "r" not in adata.uns  # copy=True leaves the argument alone
+    assert region_embeddings(adata, model, groupby="cell_type") is None
     reg = adata.uns["atacformer_regions"]
+    np.testing.assert_array_equal(reg["counts"], out.uns["r"]["counts"])
     G, _, d = reg["embeddings"].shape
     assert (G, d) == (3, model.config.d_model)
     assert 0 not in reg["bin_ids"]  # bin 0 is never open
@@ -47,7 +50,8 @@ def test_specific_regions_find_each_types_block(adata, model, genome):
     for t, name in enumerate("ABC"):  # type t opens bins [20t, 20t+20)
         ids = top.loc[top["group"] == name, "bin_id"]
         assert ids.between(20 * t, 20 * t + 19).all()
-    assert {"nearest_gene", "tss_distance", "promoter"} <= set(top.columns)
+    assert {"nearest_gene", "tss_distance", "promoter"} <= set(top.columns) and list(top.columns)[:2] == ["group", "bin_id"]
+    assert adata.uns["atacformer_specific_regions"] is top
     assert (top["log2fc"] > 0).all()
 
 

@@ -129,3 +129,13 @@ def test_pretrain_lr_defaults_to_the_presets(tmp_path, make_toy, run_pretrain):
     run_pretrain(make_toy(16), out_dir=tmp_path / "m", max_steps=2, batch_size=8, warmup_steps=1, ckpt_every_n_steps=10,
              log_every_n_steps=1, progress_bar=False, val_fraction=0.0)
     assert read_metrics(tmp_path / "m" / "logs")["train/lr"].dropna().max() == pytest.approx(1e-2)
+
+
+def test_closed_bins_are_sampled_only_past_the_budget(make_toy):
+    data = AtacformerDataModule(make_toy(24, seed=2), data=DataSettings(batch_size=8, val_fraction=0.0))
+    exact = build_config(data, PretrainRecipe())  # 200 toy bins, far below the 20,000 budget
+    assert exact.state0_sample_rate is None
+    sampled = build_config(data, PretrainRecipe(closed_bins_per_cell=50))
+    assert sampled.state0_sample_rate == pytest.approx(50 / sampled.n_decoder_bins)
+    mine = build_config(data, PretrainRecipe(closed_bins_per_cell=50, model={"state0_sample_rate": 0.5}))
+    assert mine.state0_sample_rate == 0.5  # an explicit rate wins

@@ -8,11 +8,9 @@ from pathlib import Path
 
 
 def _read(path: str):
-    import anndata as ad
+    from ..io import read_h5ad
 
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    return ad.read_h5ad(path)
+    return read_h5ad(path)
 
 
 def _model(path: str):
@@ -91,27 +89,39 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=ir.seed, help="random seed")
     p.set_defaults(func=_integrate)
 
-    p = subparsers.add_parser("evaluate", help="metrics vs labels and LSI/spectral baselines → JSON + Markdown")
-    p.add_argument("input")
-    p.add_argument("--labels-key", default="cell_type")
-    p.add_argument("--batch-key")
+    p = subparsers.add_parser(
+        "evaluate", help="metrics vs labels and LSI/spectral baselines → JSON + Markdown",
+        description="Score embeddings of a cells × bins .h5ad against its labels (and batches) beside the LSI and "
+        "spectral baselines computed on the same bins: every embedding is clustered with Leiden to as many "
+        "clusters as labels; ARI, NMI, kNN accuracy, cell-type ASW, graph connectivity, and with --batch-key "
+        "iLISI, kBET, batch ASW. Writes metrics.json and metrics.md.")
+    p.add_argument("input", help="cells × bins .h5ad with labels in obs")
+    p.add_argument("--labels-key", default="cell_type", help="obs column of the cell-type labels (default: cell_type)")
+    p.add_argument("--batch-key", help="obs column of the batches: adds the batch-mixing metrics")
     p.add_argument("--reference-batch", help="score kNN label transfer from this batch to the others")
     p.add_argument("--model", help="embed with this model (obsm['X_atacformer'])")
     p.add_argument("--rep", action="append", default=[], metavar="NAME=OBSM_KEY", help="extra embeddings to score")
     p.add_argument("-o", "--output", required=True, help="output folder (metrics.json, metrics.md)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the baselines and Leiden (default: 0)")
     p.set_defaults(func=_evaluate)
 
-    p = subparsers.add_parser("demo", help="the whole workflow on the shipped data → report.html (CPU, offline)")
-    p.add_argument("-o", "--output", default="atacformer_demo", help="output folder (default ./atacformer_demo)")
+    p = subparsers.add_parser(
+        "demo", help="the whole workflow on the shipped data → report.html (CPU, offline)",
+        description="Ingest the shipped PBSmall fragments and hemato peak matrix, pretrain the tiny model without "
+        "labels, embed, cluster and score beside LSI/spectral baselines, fine-tune cell-type annotation across "
+        "donors, correct the donor batch effect, and write report.html, metrics tables, figures/ and the annotated "
+        "cells (hemato.h5ad, pbsmall.h5ad) for scanpy. About 2-3 min on 2 CPU cores (--quick: under a minute).")
+    p.add_argument("-o", "--output", default="demo_out", help="output folder (default: ./demo_out)")
     p.add_argument("--quick", action="store_true", help="reduced mode (seconds of training; for CI)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every step (default: 0)")
     p.set_defaults(func=_demo)
 
 
 def _refuse_existing(path: str | None, overwrite: bool) -> None:
-    if path is not None and Path(path).exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists; use --overwrite to replace it")
+    from .common import check_output
+
+    if path is not None:
+        check_output(path, overwrite)
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -183,15 +193,13 @@ def _integrate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..metrics import lsi, spectral
-    from ..metrics.evaluate import evaluate, to_markdown, write_results
+    from ..metrics import to_markdown
+    from ..tl import embed, evaluate, lsi, spectral, write_evaluation
 
     adata = _read(args.input)
     reps = {}
     if args.model:
-        from ..tl.demo import _embed
-
-        _embed(adata, _model(args.model), "X_atacformer")
+        embed(adata, _model(args.model), key_added="X_atacformer")
         reps["atacformer"] = "X_atacformer"
     for item in args.rep:
         name, _, key = item.partition("=")
@@ -203,14 +211,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     reps.update(LSI="X_lsi", spectral="X_spectral")
     table = evaluate(adata, reps=reps, labels_key=args.labels_key, batch_key=args.batch_key,
                      reference_batch=args.reference_batch, seed=args.seed)
-    write_results(table, args.output, extra={"input": args.input, "spectral_implementation":
-                                             adata.uns["X_spectral"]["implementation"]})
+    write_evaluation(table, args.output, extra={"input": args.input, "spectral_implementation":
+                                                adata.uns["X_spectral"]["implementation"]})
     print(to_markdown(table), end="")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..tl.demo import run_demo
+    from ..demo import run_demo
 
     report = run_demo(args.output, quick=args.quick, seed=args.seed)
     print(f"report: {report}")

@@ -7,6 +7,7 @@ import logging
 
 from ..genome import DEFAULT_BIN_SIZE, data_path
 from ..io.ingest import DEFAULT_MIN_FRAGMENTS
+from .common import add_overwrite, check_output
 
 logger = logging.getLogger(__name__)
 DEMO_FRAGMENTS = "pbsmall_fragments_hg19.tsv.gz"
@@ -19,7 +20,8 @@ def register(subparsers) -> None:
         help="fragments, BED files or a peak matrix → cells × bins h5ad",
         description="Bin 10x fragment files (one or many; each a sample), BED/narrowPeak files (one row per "
         "file) or a region count matrix (h5ad, 10x .h5, MatrixMarket folder) into genome-wide bins, with "
-        "per-cell QC in obs. The input type is detected from the file. --demo ingests the shipped PBSmall "
+        "per-cell QC in obs. The input type is detected from the file's content (--input-type forces it). "
+        "Piped input (/dev/stdin, <(zcat ...)) works for fragments. --demo ingests the shipped PBSmall "
         "fragments (hg19, 150 cells) with their cell-type labels.",
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="fragments .tsv(.gz), .bed/.narrowPeak, .h5ad, .h5 or mtx folder")
@@ -36,6 +38,13 @@ def register(subparsers) -> None:
     p.add_argument("--max-fragments", type=int, default=None, help="fragments: maximum unique fragments per cell")
     p.add_argument("--sample-names", help="comma-separated sample names, one per input (default: from file names)")
     p.add_argument("--sample-table", help="BED inputs: sample table (first column sample name) joined into obs")
+    p.add_argument("--input-type", choices=("auto", "fragments", "bed", "matrix"), default="auto",
+                   help="input type (default auto: detected from the content)")
+    p.add_argument("--force-genome", action="store_true",
+                   help="ingest even if the data look like another genome build than --genome")
+    p.add_argument("--allow-duplicate-lines", action="store_true",
+                   help="fragments: count exact duplicate lines (> 1%% of lines is an error without this)")
+    add_overwrite(p, "output file")
     p.set_defaults(func=run_ingest)
 
     q = subparsers.add_parser("info", help="shape, genome, bin size and QC summary of a cells × bins h5ad")
@@ -45,7 +54,8 @@ def register(subparsers) -> None:
 
 def _fragment_options(args: argparse.Namespace) -> dict:
     opts = {"counting": args.counting, "min_fragments": args.min_fragments, "max_fragments": args.max_fragments,
-            "labels": args.labels, "whitelist": args.whitelist}
+            "labels": args.labels, "whitelist": args.whitelist, "force_genome": args.force_genome,
+            "allow_duplicate_lines": args.allow_duplicate_lines}
     if args.sample_names:
         opts["sample_names"] = [s.strip() for s in args.sample_names.split(",")]
     return opts
@@ -61,29 +71,34 @@ def run_ingest(args: argparse.Namespace) -> int:
     if not args.inputs:
         raise ValueError("give INPUT files, or --demo")
     genome = args.genome or "hg38"
-    from ..io import detect_kind, ingest
+    from pathlib import Path
+
+    from ..io import ingest
+    from ..io.detect import input_kind, spooled
     from ..io.write import h5ad_shape
 
-    kind = detect_kind(args.inputs[0])
-    if kind == "fragments":
-        opts = _fragment_options(args)
-    elif kind == "bed":
-        opts = {"sample_table": args.sample_table}
-    else:
-        opts = {}
-    out = ingest(args.inputs, args.output, genome=genome, bin_size=args.bin_size, **opts)
+    check_output(args.output, args.overwrite)
+    with spooled([Path(p) for p in args.inputs]) as inputs:
+        kind = input_kind(inputs, args.input_type)
+        if kind == "fragments":
+            opts = _fragment_options(args)
+        elif kind == "bed":
+            opts = {"sample_table": args.sample_table, "force_genome": args.force_genome}
+        else:
+            opts = {"force_genome": args.force_genome}
+        out = ingest(inputs, args.output, genome=genome, bin_size=args.bin_size, input_type=kind, **opts)
     n_obs, n_vars = h5ad_shape(out)
-    print(f"wrote {out}: {n_obs} cells × {n_vars} bins ({genome}, {args.bin_size} bp bins)")
+    print(f"wrote {out}: {n_obs} cells × {n_vars} bins ({genome}, {args.bin_size} bp bins; input type {kind})")
     return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
-    import anndata as ad
     import pandas as pd
 
+    from ..io.write import read_h5ad
     from ..pp import qc_summary
 
-    adata = ad.read_h5ad(args.file)
+    adata = read_h5ad(args.file)
     uns = adata.uns
     print(f"{args.file}: {adata.n_obs} cells × {adata.n_vars} bins")
     print(f"genome: {uns.get('genome', '?')}   bin size: {uns.get('bin_size', '?')}")

@@ -78,6 +78,7 @@ def register(subparsers) -> None:
     e.add_argument("model", help="model directory (from `atacformer pretrain`)")
     e.add_argument("cells", help="cells × bins .h5ad on the model's genome and bin size")
     e.add_argument("-o", "--output", required=True, help="output .h5ad (written atomically)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing output")
     e.add_argument("--key-added", default="X_atacformer")
     e.add_argument("--pooling", default="cls", choices=["cls", "mean"])
     e.add_argument("--batch-size", type=int, default=64)
@@ -131,17 +132,14 @@ def _recipe(args, overrides: dict):
 
 
 def _pretrain(args) -> int:
-    import anndata as ad
-
+    from ..io import read_h5ad
     from ..train import pretrain
 
     inputs = args.inputs[0] if len(args.inputs) == 1 and args.inputs[0].endswith(".h5ad") else args.inputs
     overrides, dna = dict(args.overrides), None
     if args.dna_table:
         if isinstance(inputs, str):  # read once: the vocabulary for the table, then the training cells
-            if not Path(inputs).is_file():
-                raise FileNotFoundError(f"{inputs}: no such file")
-            inputs = ad.read_h5ad(inputs)
+            inputs = read_h5ad(inputs)
         dna = _dna_embeddings(args.dna_table, inputs, overrides)
     trainer_kwargs = {"devices": int(args.devices) if args.devices.isdigit() else args.devices,
                       "num_nodes": args.num_nodes, "strategy": args.strategy, "accelerator": args.accelerator}
@@ -151,15 +149,12 @@ def _pretrain(args) -> int:
 
 
 def _embed(args) -> int:
-    import anndata as ad
-
-    from ..io import write_h5ad
+    from ..io import read_h5ad, write_h5ad
     from ..tl.embed import embed
+    from .common import check_output
 
-    src, out = Path(args.cells), Path(args.output)
-    if not src.is_file():
-        raise FileNotFoundError(f"{src}: no such file")
-    adata = ad.read_h5ad(src)
+    out = check_output(args.output, args.overwrite)
+    adata = read_h5ad(args.cells)
     embed(adata, args.model, key_added=args.key_added, pooling=args.pooling, batch_size=args.batch_size,
           device=args.device, progress=False if args.no_progress else None)
     write_h5ad(adata, out)

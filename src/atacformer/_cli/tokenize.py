@@ -7,6 +7,7 @@ import sys
 
 from ..tokenize import DEFAULT_MAX_LENGTH, DEFAULT_OBS_COLUMNS, write_corpus
 from ..tokenize.writer import DEFAULT_CELLS_PER_SHARD, DEFAULT_ROW_GROUP_SIZE
+from .common import add_overwrite, check_output
 
 
 def register(subparsers) -> None:
@@ -30,11 +31,12 @@ def register(subparsers) -> None:
                    help=f"obs columns to keep as labels (default {','.join(DEFAULT_OBS_COLUMNS)})")
     p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="sentence length recorded for training")
     p.add_argument("--seed", type=int, default=0, help="sentence subsampling seed recorded for training")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing corpus folder")
+    add_overwrite(p, "corpus folder")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args.output, args.overwrite, what="corpus")
     columns = [c.strip() for c in args.obs_columns.split(",") if c.strip()]
     info = write_corpus(
         args.inputs, args.output, genome=args.genome, bin_size=args.bin_size, obs_columns=columns,

@@ -6,7 +6,7 @@ fast, deterministic k-mer fallback; loaded and aligned to a bin vocabulary by bi
 >>> E = DNAEmbeddingTable.load("hg38_kmer256").aligned(vocab)   # (len(vocab), 256) float32
 """
 
-from .build import build_table, make_embedder
+from .build import NTOptions, build_table, make_embedder
 from .fasta import GenomeFasta
 from .formats import read_table, write_table
 from .kmer import KmerEmbedder, kmer_embed, kmer_features
@@ -18,6 +18,7 @@ __all__ = [
     "GenomeFasta",
     "KmerEmbedder",
     "NTEmbedder",
+    "NTOptions",
     "build_table",
     "kmer_embed",
     "kmer_features",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,18 @@ DEFAULT_SHARD_SIZE = {"kmer": 16384, "nt": 1024}
 DEFAULT_BATCH_SIZE = 16
 
 
-def make_embedder(method: str, *, model: str | Path | None = None, dim: int | None = None,
-                  batch_size: int | None = None, device: str | None = None, seed: int = 0):
+@dataclass(frozen=True)
+class NTOptions:
+    """Options of the Nucleotide Transformer method: bins per forward pass, torch device (default: cuda if
+    available), and whether a model folder shipping its own Python code may be loaded (runs that code)."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str | None = None
+    trust_remote_code: bool = False
+
+
+def make_embedder(method: str, *, model: str | Path | None = None, dim: int | None = None, seed: int = 0,
+                  nt: NTOptions | None = None):
     """A :class:`KmerEmbedder` or :class:`NTEmbedder` from the build options."""
     if method == "kmer":
         if model is not None:
@@ -44,7 +55,8 @@ def make_embedder(method: str, *, model: str | Path | None = None, dim: int | No
         if model is None:
             raise ValueError("--method nt needs --model LOCAL_NT_DIR (a saved Nucleotide Transformer checkpoint); "
                              "without one use --method kmer")
-        emb = NTEmbedder(model, device=device, batch_size=batch_size or DEFAULT_BATCH_SIZE)
+        nt = nt or NTOptions()
+        emb = NTEmbedder(model, device=nt.device, batch_size=nt.batch_size, trust_remote_code=nt.trust_remote_code)
         if dim is not None and dim != emb.dim:
             raise ValueError(f"{model}: the NT model gives {emb.dim}-d embeddings, not dim={dim}; leave dim unset")
         return emb
@@ -77,17 +89,17 @@ def build_table(
     model: str | Path | None = None,
     dim: int | None = None,
     bin_size: int = DEFAULT_BIN_SIZE,
-    batch_size: int | None = None,
-    device: str | None = None,
     dtype: str = "float16",
     shard_size: int | None = None,
     seed: int = 0,
+    nt: NTOptions | None = None,
 ) -> DNAEmbeddingTable:
     """Embed every bin of ``genome`` from ``fasta`` into the table directory ``out`` and return it loaded.
 
     ``method="kmer"`` (default, ``dim`` default 256, ~10k bins/s per core) or ``"nt"`` (``model`` = a
-    local NT directory; dim = the model's hidden size). Rows are stored as ``dtype`` (float16 halves
-    the size). Interrupted builds resume: finished shards of ``shard_size`` bins are skipped."""
+    local NT directory; dim = the model's hidden size; ``nt`` = :class:`NTOptions`). Rows are stored as
+    ``dtype`` (float16 halves the size). Interrupted builds resume: finished shards of ``shard_size`` bins
+    are skipped. A complete table already at ``out`` is loaded (if its settings match)."""
     genome = get_genome(genome)
     bins = genome.bins(bin_size)
     dtype = str(np.dtype(dtype))
@@ -97,7 +109,7 @@ def build_table(
     if out.suffix:
         raise ValueError(f"{out}: the output of a build is a table directory; give a path without a suffix")
     fa = GenomeFasta(fasta, bins)
-    embedder = make_embedder(method, model=model, dim=dim, batch_size=batch_size, device=device, seed=seed)
+    embedder = make_embedder(method, model=model, dim=dim, seed=seed, nt=nt)
     embedder.check_bin_size(bins.bin_size)
     shard_size = int(shard_size or DEFAULT_SHARD_SIZE[method])
     settings = _settings(embedder, genome, bins.bin_size, dtype, shard_size)
@@ -106,7 +118,20 @@ def build_table(
         _check_settings(meta_path, settings, ("method", "genome", "bin_size", "dim", "dtype", "source_model"))
         log.info("%s is already complete; loading it", out)
         return DNAEmbeddingTable.load(out)
+    starts = _embed_shards(out, fa, embedder, bins, settings)
+    _assemble(out, starts, out / "shards", bins.n_bins, embedder.dim, dtype)
+    write_text(names_path, "\n".join(bins.names()) + "\n")
+    meta = {k: v for k, v in settings.items() if k != "shard_size"} | {"n_bins": bins.n_bins}
+    write_text(meta_path, json.dumps(meta, indent=2))  # last: marks the table complete
+    shutil.rmtree(out / "shards")
+    (out / "build.json").unlink()
+    log.info("wrote %s (%d bins × %d, %s)", out, bins.n_bins, embedder.dim, dtype)
+    return DNAEmbeddingTable.load(out)
 
+
+def _embed_shards(out: Path, fa: GenomeFasta, embedder, bins, settings: dict) -> range:
+    """Write every missing shard ``out/shards/<start>.npy``; returns the shard starts."""
+    shard_size, dtype = settings["shard_size"], settings["dtype"]
     shard_dir = out / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     build_json = out / "build.json"
@@ -119,7 +144,8 @@ def build_table(
     if len(todo) < len(starts):
         log.info("resuming %s: %d of %d shards already done", out, len(starts) - len(todo), len(starts))
     done_bins = bins.n_bins - sum(min(s + shard_size, bins.n_bins) - s for s in todo)
-    with tqdm(total=bins.n_bins, initial=done_bins, unit="bin", desc=f"dna-embed {method}", disable=None) as bar:
+    with tqdm(total=bins.n_bins, initial=done_bins, unit="bin", desc=f"dna-embed {settings['method']}",
+              disable=None) as bar:
         for start in todo:
             rows = []
             for _, n, seq in fa.bins_region(start, min(start + shard_size, bins.n_bins)):
@@ -127,15 +153,7 @@ def build_table(
                 bar.update(n)
             write_npy(shard_dir / f"{start:09d}.npy", np.concatenate(rows).astype(dtype))
     fa.close()
-
-    _assemble(out, starts, shard_dir, bins.n_bins, embedder.dim, dtype)
-    write_text(names_path, "\n".join(bins.names()) + "\n")
-    meta = {k: v for k, v in settings.items() if k != "shard_size"} | {"n_bins": bins.n_bins}
-    write_text(meta_path, json.dumps(meta, indent=2))  # last: marks the table complete
-    shutil.rmtree(shard_dir)
-    build_json.unlink()
-    log.info("wrote %s (%d bins × %d, %s)", out, bins.n_bins, embedder.dim, dtype)
-    return DNAEmbeddingTable.load(out)
+    return starts
 
 
 def _assemble(out: Path, starts, shard_dir: Path, n_bins: int, dim: int, dtype: str) -> None:

@@ -127,11 +127,13 @@ def kmer_features(seqs: Sequence[str] | str) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def projection(dim: int, seed: int = 0) -> np.ndarray:
-    """The fixed Gaussian random projection (2083, dim) float32, scaled by 1/sqrt(dim)."""
+    """The fixed Gaussian random projection (2083, dim), scaled by 1/sqrt(dim): float32 values held as float64,
+    so the product in :meth:`KmerEmbedder.embed_codes` is float64 (its rounding to float32 then no longer
+    depends on how many bins one matrix product holds, i.e. on shard and chunk sizes)."""
     if dim <= 0:
         raise ValueError(f"dim must be a positive integer, got {dim}")
     rng = np.random.default_rng([seed, dim, N_FEATURES])
-    proj = rng.standard_normal((N_FEATURES, dim)).astype(np.float32) / np.float32(np.sqrt(dim))
+    proj = (rng.standard_normal((N_FEATURES, dim)).astype(np.float32) / np.float32(np.sqrt(dim))).astype(np.float64)
     proj.setflags(write=False)
     return proj
 
@@ -160,7 +162,8 @@ class KmerEmbedder:
         out = np.empty((len(codes), self.dim), dtype=np.float32)
         for s in range(0, len(codes), CHUNK_BINS):
             e = min(s + CHUNK_BINS, len(codes))
-            out[s:e] = kmer_features_codes(codes[s:e], lengths[s:e]) @ self.proj  # all-N rows stay 0
+            feats = kmer_features_codes(codes[s:e], lengths[s:e]).astype(np.float64)
+            out[s:e] = feats @ self.proj  # float64 product: same float32 rows whatever the chunk; all-N rows stay 0
         return out
 
     def __call__(self, seqs: Sequence[str] | str) -> np.ndarray:

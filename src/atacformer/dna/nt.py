@@ -2,13 +2,16 @@
 
 NT tokenizes DNA into non-overlapping 6-mers, left to right; a stretch of A/C/G/T shorter than six
 (before an N or at the end) and every N become single-nucleotide tokens. NT v2 checkpoints are
-ESM-architecture ``transformers`` models (their own modelling code ships in the model directory).
+ESM-architecture ``transformers`` models. Some checkpoints ship their own modelling code in the model
+directory (``auto_map`` in ``config.json``); loading those runs that code, so it is refused unless
+``trust_remote_code=True`` (``atacformer dna-embed --trust-remote-code``) says the folder is trusted.
 A bin's embedding is the mean of the chosen hidden layer (default: the last) over its non-pad
 tokens (``<cls>`` included, as in NT's examples). All-N bins are not run and get zero vectors.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -38,24 +41,42 @@ def _offline() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
+def check_remote_code(model_dir: Path, trust_remote_code: bool) -> None:
+    """Refuse a model directory whose ``config.json`` names its own Python code (``auto_map``) unless
+    ``trust_remote_code``: loading such a model executes that code."""
+    config = model_dir / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{model_dir}: not a local model directory (no config.json); atacformer "
+                                "never downloads weights, so point --model at a saved NT checkpoint")
+    try:
+        auto_map = json.loads(config.read_text()).get("auto_map")
+    except (ValueError, AttributeError) as err:
+        raise ValueError(f"{config}: not a valid model config ({err})") from None
+    if auto_map and not trust_remote_code:
+        code = sorted({str(v).split(".")[0] for v in auto_map.values() if isinstance(v, str)})
+        raise ValueError(f"{model_dir}: this model ships its own Python code ({', '.join(code) or 'auto_map'}), "
+                         "which loading it would run; pass --trust-remote-code (trust_remote_code=True) only if "
+                         "you trust where the folder came from")
+
+
 class NTEmbedder:
     """Mean-pooled hidden states of an NT model loaded from a local directory, batched, on GPU when
-    present (bfloat16 autocast on CUDA)."""
+    present (bfloat16 autocast on CUDA). ``trust_remote_code`` (default False) allows model folders that
+    ship their own modelling code; see :func:`check_remote_code`."""
 
     method = "nt"
 
-    def __init__(self, model_dir: str | Path, *, device: str | None = None, batch_size: int = 16, layer: int = -1):
+    def __init__(self, model_dir: str | Path, *, device: str | None = None, batch_size: int = 16, layer: int = -1,
+                 trust_remote_code: bool = False):
         _offline()
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         self.model_dir = Path(model_dir)
-        if not (self.model_dir / "config.json").is_file():
-            raise FileNotFoundError(f"{self.model_dir}: not a local model directory (no config.json); atacformer "
-                                    "never downloads weights, so point --model at a saved NT checkpoint")
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-        # NT v2 checkpoints ship their modelling code inside the directory (auto_map); nothing is fetched
-        model = AutoModelForMaskedLM.from_pretrained(self.model_dir, local_files_only=True, trust_remote_code=True)
+        check_remote_code(self.model_dir, trust_remote_code)
+        trust = bool(trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True, trust_remote_code=trust)
+        model = AutoModelForMaskedLM.from_pretrained(self.model_dir, local_files_only=True, trust_remote_code=trust)
         self.encoder = getattr(model, model.base_model_prefix, model).eval()  # no LM head: hidden states only
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.encoder.to(self.device)
@@ -129,6 +150,7 @@ class NTEmbedder:
 
 
 def nt_embed(seqs: Sequence[str] | str, *, model: str | Path, batch_size: int = 16, device: str | None = None,
-             layer: int = -1) -> np.ndarray:
+             layer: int = -1, trust_remote_code: bool = False) -> np.ndarray:
     """NT embeddings (n, hidden) float32 of DNA sequences with the model saved in directory ``model``."""
-    return NTEmbedder(model, device=device, batch_size=batch_size, layer=layer)(seqs)
+    return NTEmbedder(model, device=device, batch_size=batch_size, layer=layer,
+                      trust_remote_code=trust_remote_code)(seqs)

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..genome import BinIndex
+from ._build import PositionSample
+from ._dups import DuplicateLines
 from ._qc import GRID_SHIFT, MONO_MAX, NFR_MAX, CellStats, QCTables, _inside
 from ._runs import RunStore
 from .fragments import FragmentChunk, iter_fragments
@@ -87,6 +89,9 @@ class FragmentCounter:
         self.contigs: Counter = Counter()  # unique fragments per contig name, all barcodes kept
         self.beyond_end = 0
         self.n_filtered_barcode = 0
+        self.duplicates = DuplicateLines()
+        self.positions = PositionSample()  # insertions (all contigs), for the genome-build check
+        self._contig_ids: dict[str, int] = {}
         self._offsets = bins.offsets.astype(np.int32 if bins.n_bins < 2**31 else np.int64)
         self._sizes = bins.chrom_sizes.astype(np.int64)
 
@@ -98,8 +103,12 @@ class FragmentCounter:
                  ) -> None:
         """Count every fragment of ``path``; cell names are ``prefix + barcode``."""
         self.sample_starts.append(len(self.cells))
+        n = 0
         for chunk in iter_fragments(path, progress=progress):
             self.add_chunk(chunk, prefix=prefix)
+            n += len(chunk)
+        if n == 0:
+            raise ValueError(f"{path}: no fragment records (empty or header-only file)")
 
     def _cell_lut(self, names: list[str], prefix: str) -> np.ndarray:
         """(k,) int32 global cell id of each chunk-local barcode; -1 where the whitelist drops it."""
@@ -126,6 +135,10 @@ class FragmentCounter:
             ok = cell >= 0
             self.n_filtered_barcode += int(ok.size - np.count_nonzero(ok))
             cell, chrom, start, end, count = cell[ok], chrom[ok], start[ok], end[ok], count[ok]
+        contig_ids = np.array([self._contig_ids.setdefault(n, len(self._contig_ids)) for n in chunk.chrom_names],
+                              dtype=np.int64)
+        self.duplicates.add(cell, contig_ids[chrom], start, end)
+        self.positions.add(chunk.chrom_names, chrom, start)
         per_contig = np.bincount(chrom, minlength=len(chunk.chrom_names))
         self.contigs.update({n: int(k) for n, k in zip(chunk.chrom_names, per_contig.tolist()) if k})
         st = self.stats

@@ -8,13 +8,14 @@ by one chunk while reading, and by one block of cells while merging, whatever th
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
+from .._atomic import spill_dir
 
 
 @dataclass
@@ -34,7 +35,7 @@ class RunStore:
 
     def __init__(self, n_bins: int, tmp_dir: str | Path | None = None):
         self.n_bins = n_bins
-        self.dir = Path(tempfile.mkdtemp(prefix="atacformer-ingest-", dir=tmp_dir))
+        self.dir = spill_dir("ingest", tmp_dir)  # atacformer-ingest-<pid>-*: swept once that process is gone
         self._files = {k: open(self.dir / f"{k}.bin", "wb") for k in ("cells", "ptr", "bins", "counts")}
         self.runs: list[_Run] = []
         self.n_entries = 0
@@ -64,12 +65,22 @@ class RunStore:
         present = np.flatnonzero(indptr[1:] != indptr[:-1]).astype(np.int32)
         ptr = indptr[np.append(present, n_cells)].astype(np.int64) - indptr[present[0]]
         self.runs.append(_Run(self.n_entries, self._n_cell_entries, present.size, index=len(self.runs)))
-        self._files["cells"].write(present.tobytes())
-        self._files["ptr"].write(ptr.tobytes())
-        self._files["bins"].write((by_cell.indices + np.int32(lo)).astype(np.int32, copy=False).tobytes())
-        self._files["counts"].write(by_cell.data.astype(np.int32, copy=False).tobytes())
+        self._write("cells", present)
+        self._write("ptr", ptr)
+        self._write("bins", (by_cell.indices + np.int32(lo)).astype(np.int32, copy=False))
+        self._write("counts", by_cell.data.astype(np.int32, copy=False))
         self.n_entries += by_cell.nnz
         self._n_cell_entries += present.size
+
+    def _write(self, name: str, array: np.ndarray) -> None:
+        try:
+            self._files[name].write(array.tobytes())
+        except OSError as err:
+            raise self._spill_error(err) from None
+
+    def _spill_error(self, err: OSError) -> OSError:
+        return OSError(err.errno, f"cannot write the temporary spill folder {self.dir} ({err.strerror or err}); "
+                       "set TMPDIR to a disk with more room")
 
     def _read(self, name: str, dtype, offset: int, count: int) -> np.ndarray:
         itemsize = np.dtype(dtype).itemsize
@@ -103,7 +114,10 @@ class RunStore:
         ``keep``: (n_cells,) bool; ``budget``: (n_cells,) upper bound of entries per cell, used to size blocks.
         """
         for f in self._files.values():
-            f.flush()
+            try:
+                f.flush()
+            except OSError as err:
+                raise self._spill_error(err) from None
         n_cells = keep.size
         bounds = np.cumsum(budget)
         c0 = 0
@@ -122,7 +136,10 @@ class RunStore:
 
     def close(self) -> None:
         for f in self._files.values():
-            f.close()
+            try:
+                f.close()
+            except OSError:  # a failed flush (disk full): the folder goes anyway
+                pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> RunStore:

@@ -105,6 +105,9 @@ def iter_fragments(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"fragments file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file (a pipe can be read only once; atacformer.io.ingest and "
+                         "read_fragments copy piped input to a temporary file first)")
     n_header, n_cols = _header(path)
     if n_cols == 0:
         return
@@ -241,13 +244,21 @@ def _to_chunk(table: pa.Table, pool: pa.MemoryPool) -> FragmentChunk:
 
 
 def _names(dictionary: pa.Array) -> list[str]:
+    """Dictionary entries with surrounding white space removed (``"AAAC-1 "`` is barcode ``AAAC-1``)."""
     try:
-        return dictionary.to_pylist()
+        names = dictionary.to_pylist()
     except UnicodeDecodeError as err:  # reported with its line number by the error path
         raise pa.ArrowInvalid(f"not UTF-8 text: {err}") from None
+    return [n.strip() for n in names]
+
+
+def _bad_name(name: str) -> bool:
+    return not name or any(c < " " for c in name)
 
 
 def _valid(chunk: FragmentChunk) -> bool:
+    if any(_bad_name(n) for n in chunk.barcode_names) or any(_bad_name(n) for n in chunk.chrom_names):
+        return False
     return bool(chunk.start.min() >= 0 and (chunk.end > chunk.start).all() and chunk.count.min() >= 1)
 
 
@@ -262,14 +273,18 @@ def _line_problem(fields: list[bytes], n_cols: int) -> str | None:
         return "start, end and count must be integers"
     if start < 0 or end <= start:
         return "need 0 <= start < end"
-    if count < 1:
-        return "count must be >= 1"
-    if not fields[0] or not fields[3]:
-        return "empty chromosome or barcode"
+    if end >= 2**62:
+        return f"position {end} is too large"
+    if not 1 <= count < 2**31:
+        return "count must be >= 1" if count < 1 else f"count {count} is too large (at most {2**31 - 1})"
     try:
-        fields[0].decode("utf-8"), fields[3].decode("utf-8")
+        chrom, barcode = fields[0].decode("utf-8").strip(), fields[3].decode("utf-8").strip()
     except UnicodeDecodeError:
         return "chromosome and barcode must be UTF-8 text"
+    if not chrom or not barcode:
+        return "empty chromosome or barcode"
+    if _bad_name(chrom) or _bad_name(barcode):
+        return "control character (e.g. a NUL byte) in the chromosome or barcode"
     return None
 
 

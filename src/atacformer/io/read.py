@@ -9,58 +9,28 @@ from pathlib import Path
 import anndata as ad
 
 from ..genome import DEFAULT_BIN_SIZE, Genome
-from .fragments import open_binary
+from .detect import detect_kind, input_kind, spooled
 from .ingest import ingest_fragments, read_fragments
 from .regions import read_bed, read_region_matrix
 from .write import write_h5ad
 
-_BED_SUFFIXES = (".bed", ".narrowpeak", ".broadpeak", ".bed.gz", ".narrowpeak.gz", ".broadpeak.gz")
-
-
-def detect_kind(path: str | os.PathLike) -> str:
-    """``fragments``, ``bed`` or ``matrix`` from the path and, for text files, the first record."""
-    path = Path(path)
-    name = path.name.lower()
-    if path.is_dir() or name.endswith((".h5ad", ".h5")):
-        return "matrix"
-    if not path.exists():
-        raise FileNotFoundError(f"input not found: {path}")
-    if "fragments" in name:
-        return "fragments"
-    if name.endswith(_BED_SUFFIXES):
-        return "bed"
-    with open_binary(path) as fh:
-        for raw in fh:
-            if raw.strip() and not raw.startswith((b"#", b"track", b"browser")):
-                fields = raw.rstrip(b"\r\n").split(b"\t")
-                break
-        else:
-            raise ValueError(f"{path}: empty file, cannot tell what it is")
-    if len(fields) == 5 and fields[4].isdigit() and not fields[3].isdigit():
-        return "fragments"
-    if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
-        return "bed"
-    raise ValueError(f"{path}: not a fragments, BED or region-matrix file (first record {raw[:120]!r})")
-
-
-def _kinds(paths: list[Path]) -> str:
-    kinds = {detect_kind(p) for p in paths}
-    if len(kinds) > 1:
-        raise ValueError(f"inputs mix file types {sorted(kinds)}: ingest one type at a time")
-    kind = kinds.pop()
-    if kind == "matrix" and len(paths) > 1:
-        raise ValueError("give one region matrix at a time")
-    return kind
+__all__ = ["detect_kind", "ingest", "read"]
 
 
 def read(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike], *, genome: str | Genome = "hg38",
-         bin_size: int = DEFAULT_BIN_SIZE, **kwargs) -> ad.AnnData:
+         bin_size: int = DEFAULT_BIN_SIZE, input_type: str | None = None, **kwargs) -> ad.AnnData:
     """Read fragments files, BED/narrowPeak files or a region matrix into a cells × bins AnnData.
 
+    The type is detected from the content (:func:`atacformer.io.detect_kind`) unless ``input_type``
+    (``fragments``, ``bed``, ``matrix``) forces it. Piped inputs are copied to a temporary file first.
     ``kwargs`` go to :func:`read_fragments` (counting, min_fragments, labels, …), :func:`read_bed`
     (sample_table) or :func:`read_region_matrix`."""
-    paths = _as_list(path_or_paths)
-    kind = _kinds(paths)
+    with spooled(_as_list(path_or_paths)) as paths:
+        return _read(paths, input_kind(paths, input_type), genome=genome, bin_size=bin_size, **kwargs)
+
+
+def _read(paths: list[Path], kind: str, **kwargs) -> ad.AnnData:
+    genome, bin_size = kwargs.pop("genome"), kwargs.pop("bin_size")
     if kind == "fragments":
         return read_fragments(paths, genome=genome, bin_size=bin_size, **kwargs)
     if kind == "bed":
@@ -69,12 +39,13 @@ def read(path_or_paths: str | os.PathLike | Iterable[str | os.PathLike], *, geno
 
 
 def ingest(path_or_paths, out: str | os.PathLike, *, genome: str | Genome = "hg38",
-           bin_size: int = DEFAULT_BIN_SIZE, **kwargs) -> Path:
+           bin_size: int = DEFAULT_BIN_SIZE, input_type: str | None = None, **kwargs) -> Path:
     """:func:`read` straight to an h5ad (fragments are streamed in bounded memory). Written atomically."""
-    paths = _as_list(path_or_paths)
-    if _kinds(paths) == "fragments":
-        return ingest_fragments(paths, out, genome=genome, bin_size=bin_size, **kwargs)
-    return write_h5ad(read(paths, genome=genome, bin_size=bin_size, **kwargs), out)
+    with spooled(_as_list(path_or_paths)) as paths:
+        kind = input_kind(paths, input_type)
+        if kind == "fragments":
+            return ingest_fragments(paths, out, genome=genome, bin_size=bin_size, **kwargs)
+        return write_h5ad(_read(paths, kind, genome=genome, bin_size=bin_size, **kwargs), out)
 
 
 def _as_list(path_or_paths) -> list[Path]:

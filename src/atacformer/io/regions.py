@@ -7,6 +7,7 @@ chromosome's end, are dropped and counted in ``uns['ingest']``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -20,9 +21,14 @@ import scipy.io
 import scipy.sparse as sp
 
 from ..genome import DEFAULT_BIN_SIZE, BinIndex, Genome, get_genome
+from ._build import check_build
+from .detect import is_hdf5
 from .fragments import open_binary
 from .ingest import sample_names_for
 from .tables import read_table
+from .write import read_h5ad
+
+logger = logging.getLogger(__name__)
 
 _CHROM_COLS = ("chrom", "chr", "seqnames", "chromosome", "Chromosome")
 _START_COLS = ("start", "chromStart", "Start")
@@ -36,8 +42,8 @@ def parse_regions(var: pd.DataFrame, *, what: str) -> tuple[np.ndarray, np.ndarr
     cols = {c: next((x for x in opts if x in var.columns), None)
             for c, opts in (("chrom", _CHROM_COLS), ("start", _START_COLS), ("end", _END_COLS))}
     if all(cols.values()):
-        return (var[cols["chrom"]].astype(str).to_numpy(), var[cols["start"]].to_numpy(np.int64),
-                var[cols["end"]].to_numpy(np.int64))
+        return (var[cols["chrom"]].astype(str).to_numpy(), _integers(var, cols["start"], what),
+                _integers(var, cols["end"], what))
     names = var["gene_ids"] if "gene_ids" in var.columns else var.index.to_series()
     chrom, start, end = [], [], []
     for i, name in enumerate(names.astype(str)):
@@ -49,6 +55,17 @@ def parse_regions(var: pd.DataFrame, *, what: str) -> tuple[np.ndarray, np.ndarr
         start.append(int(m.group(2)))
         end.append(int(m.group(3)))
     return np.array(chrom, dtype=object), np.array(start, np.int64), np.array(end, np.int64)
+
+
+def _integers(var: pd.DataFrame, column: str, what: str) -> np.ndarray:
+    """var[column] as int64; a ``ValueError`` naming the first region that is not a whole number."""
+    values = pd.to_numeric(var[column], errors="coerce")
+    bad = values.isna().to_numpy() | (values.to_numpy(np.float64, na_value=np.nan) % 1 != 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{what}: var column {column!r} must hold integer coordinates; region {i} "
+                         f"({var.index[i]!r}) has {var[column].iloc[i]!r} ({int(bad.sum())} such regions)")
+    return values.to_numpy(np.int64)
 
 
 def region_bins(bins: BinIndex, chrom: np.ndarray, pos: np.ndarray, *, what: str) -> tuple[np.ndarray, dict]:
@@ -66,6 +83,13 @@ def region_bins(bins: BinIndex, chrom: np.ndarray, pos: np.ndarray, *, what: str
     out = np.full(pos.shape, -1, dtype=np.int64)
     out[inside] = bins.bin_ids(idx[inside], pos[inside])
     unknown = sorted(set(names[np.unique(inverse[~known])]))
+    n_past = int((known & ~inside).sum())
+    if n_past:
+        logger.warning("%s: %d of %d regions lie past the end of their chromosome in genome %s and were dropped",
+                       what, n_past, pos.size, genome.name)
+    if (~known).any():
+        logger.warning("%s: %d regions on contigs not modelled in genome %s were dropped (e.g. %s)", what,
+                       int((~known).sum()), genome.name, ", ".join(unknown[:5]))
     report = {"n_regions": int(pos.size), "n_regions_used": int(inside.sum()),
               "n_regions_unknown_contig": int((~known).sum()),
               "n_regions_beyond_chrom_end": int((known & ~inside).sum()),
@@ -89,8 +113,11 @@ def rebin(X: sp.spmatrix, region_bin: np.ndarray, n_bins: int) -> sp.csr_matrix:
     used = np.flatnonzero(region_bin >= 0)
     onehot = sp.csr_matrix((np.ones(used.size, dtype=np.int64), (used, region_bin[used])),
                            shape=(X.shape[1], n_bins))
-    out = (sp.csr_matrix(X).astype(np.int64) @ onehot).tocsr()
+    out = (sp.csr_matrix(X).astype(np.int64) @ onehot).tocsr()  # int64: sums of int32 counts cannot overflow
     out.sort_indices()
+    if out.nnz and out.data.max() > np.iinfo(np.int32).max:
+        logger.warning("counts above 2**31 after re-binning: X is stored as int64")
+        return out
     return out.astype(np.int32)
 
 
@@ -145,21 +172,36 @@ def load_region_matrix(path_or_adata) -> tuple[ad.AnnData, str]:
         raise FileNotFoundError(f"region matrix not found: {path}")
     if path.is_dir():
         return _read_mtx_dir(path), str(path)
-    if path.suffix == ".h5ad":
-        return ad.read_h5ad(path), str(path)
-    if path.suffix == ".h5":
-        return _read_10x_h5(path), str(path)
-    raise ValueError(f"{path}: not a region matrix (expected .h5ad, 10x .h5 or a MatrixMarket folder)")
+    if not is_hdf5(path):
+        raise ValueError(f"{path}: not a region matrix (expected an h5ad, a 10x .h5 or a MatrixMarket folder)")
+    try:
+        with h5py.File(path, "r") as f:
+            is_10x = "matrix" in f or ("X" not in f and "obs" not in f)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read this HDF5 file (truncated or corrupt: {err})") from None
+    if is_10x:
+        try:
+            return _read_10x_h5(path), str(path)
+        except (KeyError, OSError, ValueError, IndexError) as err:
+            raise ValueError(f"{path}: not a readable 10x peak matrix .h5 ({err})") from None
+    return read_h5ad(path), str(path)
 
 
-def read_region_matrix(path_or_adata, *, genome: str | Genome = "hg38",
-                       bin_size: int = DEFAULT_BIN_SIZE) -> ad.AnnData:
+def read_region_matrix(path_or_adata, *, genome: str | Genome = "hg38", bin_size: int = DEFAULT_BIN_SIZE,
+                       force_genome: bool = False) -> ad.AnnData:
     """Re-bin a cells × regions count matrix to cells × bins: each region's counts go to the bin holding its
-    midpoint. Keeps ``obs``; negative or non-integer counts are an error."""
+    midpoint. Keeps ``obs``; negative or non-integer counts, no cells, and regions that look like another
+    genome build (unless ``force_genome``) are errors."""
     src, what = load_region_matrix(path_or_adata)
+    if src.n_obs == 0:
+        raise ValueError(f"{what}: the matrix has no cells (0 rows): nothing to ingest")
     bins = get_genome(genome).bins(bin_size)
+    bins.check_memory()
     chrom, start, end = parse_regions(src.var, what=what)
-    region_bin, report = region_bins(bins, chrom, (start + end) // 2, what=what)
+    mid = (start + end) // 2
+    region_bin, report = region_bins(bins, chrom, mid, what=what)
+    report |= check_build(bins.genome, chrom.astype(str), mid, n_past_end=report["n_regions_beyond_chrom_end"],
+                          n_total=mid.size, what=f"{what}: regions", force=force_genome)
     X = _check_counts(src.X, what)
     uns = bins.uns()
     uns["ingest"] = {"inputs": [what], "kind": "region_matrix", **report}
@@ -191,14 +233,16 @@ def _read_bed_positions(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def read_bed(paths: str | os.PathLike | Iterable[str | os.PathLike], *, genome: str | Genome = "hg38",
              bin_size: int = DEFAULT_BIN_SIZE, sample_table: str | os.PathLike | pd.DataFrame | None = None,
-             sample_names: Sequence[str] | None = None) -> ad.AnnData:
+             sample_names: Sequence[str] | None = None, force_genome: bool = False) -> ad.AnnData:
     """BED / narrowPeak files (bulk region sets) → samples × bins AnnData, one row per file, counting the
     regions whose midpoint (narrowPeak: summit) falls in each bin. ``sample_table`` (keyed by sample name
-    or file name) is joined into ``obs``."""
+    or file name) is joined into ``obs``. Regions that look like another genome build are an error unless
+    ``force_genome``."""
     paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
     if not paths:
         raise ValueError("no BED files given")
     bins = get_genome(genome).bins(bin_size)
+    bins.check_memory()
     names = sample_names_for(paths, sample_names)
     rows, reports = [], []
     for path in paths:
@@ -208,6 +252,8 @@ def read_bed(paths: str | os.PathLike | Iterable[str | os.PathLike], *, genome: 
         if pos.size == 0:
             raise ValueError(f"{path}: no regions in this BED file")
         region_bin, report = region_bins(bins, chrom, pos, what=str(path))
+        check_build(bins.genome, chrom.astype(str), pos, n_past_end=report["n_regions_beyond_chrom_end"],
+                    n_total=pos.size, what=f"{path}: regions", force=force_genome)
         ids, counts = np.unique(region_bin[region_bin >= 0], return_counts=True)
         rows.append(sp.csr_matrix((counts.astype(np.int32), (np.zeros(ids.size, int), ids)), shape=(1, bins.n_bins)))
         reports.append(report["n_regions_used"])

@@ -1,11 +1,11 @@
-"""Evaluation metrics and baseline embeddings.
+"""Evaluation metrics: pure functions of arrays (no AnnData is read or written here).
 
-Label agreement (ARI, NMI, accuracy, macro-F1, kNN transfer), scIB batch metrics (iLISI, kBET,
-batch ASW, cell-type ASW, graph connectivity), and the LSI / spectral baselines computed on the same
-bins as the model.
+Label agreement (ARI, NMI, accuracy, macro-F1, kNN transfer), scIB batch metrics (iLISI, kBET, batch ASW,
+cell-type ASW, graph connectivity), and :func:`score_embedding`, every score of one embedding. The
+protocol on an AnnData (cluster each embedding to the label count, score it) is ``atacformer.tl.evaluate``;
+the LSI / spectral baselines are ``atacformer.tl.lsi`` / ``tl.spectral`` (arrays: ``atacformer.pp``).
 """
 
-from .baselines import lsi, spectral, tfidf
 from .batch import (
     batch_asw,
     celltype_asw,
@@ -13,30 +13,29 @@ from .batch import (
     ilisi,
     kbet,
     knn_graph,
+    knn_graphs,
     lisi,
 )
-from .evaluate import evaluate, evaluate_embedding, to_markdown, write_results
-from .labels import accuracy, ari, knn_accuracy, knn_predict, macro_f1, nmi
+from .labels import accuracy, ari, knn_accuracy, knn_predict, knn_votes, macro_f1, nmi
+from .scores import COLUMNS, score_embedding, to_markdown
 
 __all__ = [
+    "COLUMNS",
     "accuracy",
     "ari",
     "batch_asw",
     "celltype_asw",
-    "evaluate",
-    "evaluate_embedding",
     "graph_connectivity",
     "ilisi",
     "kbet",
     "knn_accuracy",
     "knn_graph",
+    "knn_graphs",
     "knn_predict",
+    "knn_votes",
     "lisi",
-    "lsi",
     "macro_f1",
     "nmi",
-    "spectral",
-    "tfidf",
+    "score_embedding",
     "to_markdown",
-    "write_results",
 ]

@@ -237,9 +237,8 @@ class Atacformer(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, map_location: str | torch.device = "cpu",
                         attention: str = "auto") -> Atacformer:
-        """Load a model saved by :meth:`save_pretrained`."""
-        from safetensors.torch import load_file
-
+        """Load a model saved by :meth:`save_pretrained`. A truncated weights file, weights that do not match
+        ``config.json`` or a corrupt ``vocab.json`` are a ``ValueError`` naming the file."""
         directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).exists():
@@ -248,13 +247,36 @@ class Atacformer(nn.Module):
         if (directory / "vocab.json").exists():
             BinVocab.load(directory, genome=config.genome, bin_size=config.bin_size, decoder=config.decoder,
                           region_classes=config.region_classes)
-        model = cls(config, attention=attention)
-        state = load_file(str(directory / WEIGHTS_FILE), device=str(torch.device(map_location)))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{directory / WEIGHTS_FILE}: weights do not match config.json "
-                             f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+        try:
+            model = cls(config, attention=attention)
+        except (TypeError, ValueError, RuntimeError, AssertionError) as err:
+            raise ValueError(f"{directory / CONFIG_FILE}: cannot build a model from this config ({err})") from None
+        _check_weights(model, _load_weights(directory / WEIGHTS_FILE, map_location), directory / WEIGHTS_FILE)
         return model.to(map_location)
+
+
+def _load_weights(path: Path, map_location) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a ``ValueError`` naming it when it is truncated or corrupt."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=str(torch.device(map_location)))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path}: cannot read the model weights (truncated or corrupt file: {err})") from None
+
+
+def _check_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load ``state`` into ``model``; names or shapes that differ from config.json are a ``ValueError``."""
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if wrong or missing or unexpected:
+        raise ValueError(f"{path}: weights do not match config.json (shape in file vs config: {wrong[:3]}; "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}); was config.json edited?")
+    model.load_state_dict(state, strict=True)
 
 
 def _build_decoder(config: AtacformerConfig, vocab: BinVocab) -> StateDecoder | CrossAttentionDecoder:

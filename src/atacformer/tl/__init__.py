@@ -1,15 +1,18 @@
-"""Tools (scanpy style: ``adata`` first, keyword options, results under ``key_added``, ``copy=False`` → None).
+"""Tools (scanpy style: ``adata`` first, keyword options, results under ``key_added``, ``copy=False`` →
+``None``).
 
-embed (cell embeddings), cluster/umap, finetune/annotate (cell-type heads; ``finetune`` returns the
-fine-tuned model), map_query (reference mapping), integrate (adversarial batch correction + MNN
-correction), region_embeddings/specific_regions/unannotated_promoters (contextual region analysis);
-lsi/spectral baselines.
+embed (cell embeddings), cluster/umap, lsi/spectral (baselines), evaluate (the scoring protocol),
+finetune/annotate (cell-type heads; ``finetune`` returns the fine-tuned model), map_query (reference
+mapping), integrate (adversarial batch correction + MNN correction; ``integrate_model`` returns the
+corrected model), mnn_correct, region_embeddings/specific_regions/unannotated_promoters (contextual
+region analysis).
 """
 
-from ..metrics.baselines import lsi, spectral
 from .annotate import annotate, finetune
+from .baselines import lsi, spectral
 from .cluster import cluster, umap
 from .embed import embed
+from .evaluate import evaluate, write_evaluation
 from .integrate import integrate, integrate_model, map_query
 from .mnn import mnn_correct
 from .regions import (
@@ -20,6 +23,7 @@ from .regions import (
 )
 
 __all__ = [
-    "annotate", "annotate_bins", "cluster", "embed", "finetune", "integrate", "integrate_model", "lsi", "map_query",
-    "mnn_correct", "region_embeddings", "specific_regions", "spectral", "umap", "unannotated_promoters",
+    "annotate", "annotate_bins", "cluster", "embed", "evaluate", "finetune", "integrate", "integrate_model", "lsi",
+    "map_query", "mnn_correct", "region_embeddings", "specific_regions", "spectral", "umap", "unannotated_promoters",
+    "write_evaluation",
 ]

@@ -8,6 +8,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import torch
@@ -21,7 +22,7 @@ from ..models.heads import ClassifierHead
 from ..train import AtacformerDataModule, BatchSettings, ClassifierPlan, DataSettings, FinetuneRecipe, TrainerSettings
 from ..train import encode_cells, fit, read_metrics
 from ..train.batcher import adata_cells
-from ..train.engine import load_checkpoint, resume_path
+from ..train.engine import fingerprint, load_checkpoint, resume_checked, world_size
 from ..train.tuning import dropout_rate, freeze
 from .mnn import unit_rows
 
@@ -132,6 +133,10 @@ def finetune(
     ``best_val_loss``, ``n_train``, ``n_val``.
     """
     r = recipe or FinetuneRecipe()
+    L.seed_everything(r.seed, verbose=False)  # new heads and everything after depend on the recipe's seed only
+    world = world_size(trainer_kwargs)
+    if world > 1 and out_dir is None:
+        raise ValueError("fine-tuning on several processes needs an out_dir shared by all ranks")
     tuned = copy.deepcopy(model).train()
     heads = {k: v for k, v in {"cell_type": _labels(adata, labels_key, tuned, "cell_type"),
                                "organ": _labels(adata, organ_key, tuned, "organ")}.items() if v is not None}
@@ -139,7 +144,7 @@ def finetune(
     freeze(tuned, trainable_last_layers=r.trainable_layers, train_embeddings=r.train_embeddings)
     if r.state_loss_weight <= 0:
         tuned.decoder.requires_grad_(False)
-    steps = -(-len(train_idx) // r.batch_size)  # per epoch
+    steps = -(-len(train_idx) // (r.batch_size * world))  # per epoch (each rank streams its share)
     data = AtacformerDataModule(adata, data=DataSettings(batch_size=r.batch_size), batch=r.batch,
                                 max_length=tuned.config.max_length, codes={k: v[1] for k, v in heads.items()},
                                 split=(train_idx, val_idx), val_batch=BatchSettings(mask_fraction=0.0), seed=r.seed)
@@ -147,7 +152,9 @@ def finetune(
                                                 for k, v in heads.items()},
                           state_loss_weight=r.state_loss_weight, body_lr_ratio=r.body_lr_ratio,
                           layer_decay=r.layer_decay, optimizer=r.optimizer, max_steps=r.epochs * steps, seed=r.seed,
-                          run_info={"task": "finetune", "labels_key": labels_key})
+                          run_info={"task": "finetune", "labels_key": labels_key,
+                                    "data": fingerprint(data.fingerprint(), labels_key, organ_key),
+                                    "recipe": fingerprint({k: v for k, v in r.to_dict().items() if k != "epochs"})})
     monitor, mode = ("val/loss", "min") if r.monitor == "loss" else ("val/macro_f1", "max")
     with tempfile.TemporaryDirectory() as tmp, dropout_rate(tuned, r.dropout):
         run = Path(out_dir) if out_dir is not None else Path(tmp)
@@ -156,7 +163,8 @@ def finetune(
         stop = EarlyStopping(monitor=monitor, mode=mode, patience=r.patience, min_delta=1e-4)
         settings = TrainerSettings(max_steps=r.epochs * steps, val_every_n_steps=steps, log_every_n_steps=1,
                                    ckpt_every_n_steps=steps if out_dir is not None else None)
-        fit(plan, data, out_dir=run, settings=settings, resume=resume_path(resume, run), callbacks=[best, stop],
+        fit(plan, data, out_dir=run, settings=settings, resume=resume_checked(resume, run, plan.run_info),
+            callbacks=[best, stop],
             trainer_kwargs=trainer_kwargs)
         state = load_checkpoint(best.best_model_path)["state_dict"]
         plan.load_state_dict(state)
@@ -176,7 +184,7 @@ def knn_probs(ref_X: np.ndarray, ref_codes: np.ndarray, query_X: np.ndarray, n_c
     """Share of each class among the ``n_neighbors`` nearest reference cells (cosine), (n_query, n_classes).
     Reference cells with code -1 (missing or unknown label) are ignored."""
     ok = ref_codes >= 0
-    return knn_votes(unit_rows(ref_X[ok]), ref_codes[ok], unit_rows(query_X), n_classes, k=n_neighbors)
+    return knn_votes(unit_rows(ref_X[ok]), ref_codes[ok], unit_rows(query_X), n_classes, n_neighbors=n_neighbors)
 
 
 def annotate(

@@ -1,4 +1,6 @@
-"""Clustering (kNN graph + Leiden) and UMAP on any embedding in ``obsm``."""
+"""Clustering (kNN graph + Leiden) and UMAP on any embedding in ``obsm``, stored the way scanpy stores
+them (``obsp['connectivities']``/``obsp['distances']`` + ``uns['neighbors']``, ``obsm['X_umap']`` +
+``uns['umap']``), so ``sc.tl.umap``/``sc.pl.*`` can read atacformer output."""
 
 from __future__ import annotations
 
@@ -8,14 +10,29 @@ import igraph as ig
 import leidenalg
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from anndata import AnnData
 
-from ..metrics.batch import knn_graph
+from .._docs import doc_params
+from ..metrics import knn_graphs
 
 log = logging.getLogger(__name__)
 
 
-def _rep(adata: AnnData, use_rep: str) -> np.ndarray:
+def get_rep(adata: AnnData, use_rep: str) -> np.ndarray:
+    """An embedding of ``adata`` as a dense float64 array.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    use_rep
+        ``obsm`` key, or ``"X"`` for ``adata.X``.
+
+    Returns
+    -------
+    (n_cells, d) array; a missing key is a ValueError naming the keys there are.
+    """
     if use_rep == "X":
         return np.asarray(adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X, dtype=np.float64)
     if use_rep not in adata.obsm:
@@ -23,15 +40,28 @@ def _rep(adata: AnnData, use_rep: str) -> np.ndarray:
     return np.asarray(adata.obsm[use_rep], dtype=np.float64)
 
 
-def neighbors_graph(X: np.ndarray, *, n_neighbors: int = 15) -> ig.Graph:
-    """Undirected kNN graph (symmetrised, unweighted) as igraph."""
-    A = knn_graph(X, k=n_neighbors).tocoo()
+def _igraph(connectivities: sp.spmatrix) -> ig.Graph:
+    A = sp.csr_matrix(connectivities).tocoo()
     keep = A.row < A.col
     return ig.Graph(n=A.shape[0], edges=list(zip(A.row[keep].tolist(), A.col[keep].tolist())))
 
 
 def leiden(graph: ig.Graph, *, resolution: float, seed: int = 0) -> np.ndarray:
-    """Leiden partition (RB configuration model) → cluster id per node, largest cluster = 0."""
+    """Leiden partition (RB configuration model, iterated to convergence) of an igraph graph.
+
+    Parameters
+    ----------
+    graph
+        Undirected graph.
+    resolution
+        Resolution parameter.
+    seed
+        Leiden's seed.
+
+    Returns
+    -------
+    (n_nodes,) cluster id of each node.
+    """
     part = leidenalg.find_partition(
         graph, leidenalg.RBConfigurationVertexPartition, resolution_parameter=resolution, seed=seed, n_iterations=-1
     )
@@ -57,6 +87,67 @@ def _search_resolution(graph: ig.Graph, n_clusters: int, seed: int, n_steps: int
     return best[0], best[1]
 
 
+def leiden_clusters(
+    connectivities: sp.spmatrix, *, resolution: float | None = None, n_clusters: int | None = None, seed: int = 0
+) -> tuple[np.ndarray, float]:
+    """Leiden on a graph given as a (n, n) adjacency matrix (the array level of :func:`cluster`).
+
+    Parameters
+    ----------
+    connectivities
+        Symmetric adjacency (e.g. from :func:`atacformer.metrics.knn_graphs`).
+    resolution
+        Leiden resolution; or
+    n_clusters
+        bisect the resolution until Leiden returns this many clusters (the closest count if none does).
+    seed
+        Leiden's seed.
+
+    Returns
+    -------
+    ``(membership, resolution)``: int cluster per cell (0 = the first cluster Leiden lists) and the
+    resolution used.
+    """
+    if (resolution is None) == (n_clusters is None):
+        raise ValueError("give exactly one of resolution= or n_clusters=")
+    n = connectivities.shape[0]
+    graph = _igraph(connectivities)
+    if n_clusters is None:
+        return leiden(graph, resolution=resolution, seed=seed), float(resolution)
+    if n_clusters < 1 or n_clusters > n:
+        raise ValueError(f"n_clusters must be in [1, {n}], got {n_clusters}")
+    resolution, memb = _search_resolution(graph, n_clusters, seed)
+    return memb, float(resolution)
+
+
+def store_neighbors(adata: AnnData, connectivities, distances, *, use_rep: str, n_neighbors: int,
+                    key_added: str = "neighbors") -> None:
+    """Write a kNN graph where scanpy keeps one.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (written into).
+    connectivities, distances
+        (n, n) sparse graphs (:func:`atacformer.metrics.knn_graphs`).
+    use_rep, n_neighbors
+        What the graph was built from, recorded in ``params``.
+    key_added
+        scanpy's ``neighbors_key``.
+
+    Returns
+    -------
+    None. Sets ``adata.obsp['connectivities' | key_added + '_connectivities']``, ``adata.obsp['distances' |
+    key_added + '_distances']`` and ``adata.uns[key_added]`` = ``{connectivities_key, distances_key, params}``.
+    """
+    ck, dk = ("connectivities", "distances") if key_added == "neighbors" else (
+        f"{key_added}_connectivities", f"{key_added}_distances")
+    adata.obsp[ck], adata.obsp[dk] = connectivities, distances
+    adata.uns[key_added] = {"connectivities_key": ck, "distances_key": dk, "params": {
+        "n_neighbors": int(n_neighbors), "method": "knn", "metric": "euclidean", "use_rep": use_rep}}
+
+
+@doc_params()
 def cluster(
     adata: AnnData,
     *,
@@ -66,39 +157,94 @@ def cluster(
     n_neighbors: int = 15,
     seed: int = 0,
     key_added: str = "leiden",
-) -> AnnData:
-    """kNN graph on ``obsm[use_rep]`` + Leiden into ``obs[key_added]`` (categorical).
+    neighbors_key: str = "neighbors",
+    copy: bool = False,
+) -> AnnData | None:
+    """Leiden clustering of the kNN graph of an embedding.
 
     Give ``resolution`` directly, or ``n_clusters`` to bisect the resolution until Leiden returns that
-    many clusters (the evaluation protocol: same cluster count for every method). The resolution used
-    is in ``uns[key_added]``."""
-    if (resolution is None) == (n_clusters is None):
-        raise ValueError("give exactly one of resolution= or n_clusters=")
-    graph = neighbors_graph(_rep(adata, use_rep), n_neighbors=n_neighbors)
-    if n_clusters is not None:
-        if n_clusters < 1 or n_clusters > adata.n_obs:
-            raise ValueError(f"n_clusters must be in [1, {adata.n_obs}], got {n_clusters}")
-        resolution, memb = _search_resolution(graph, n_clusters, seed)
-    else:
-        memb = leiden(graph, resolution=resolution, seed=seed)
+    many clusters (the evaluation protocol: the same cluster count for every method).
+
+    Parameters
+    ----------
+    {doc_adata}
+    {doc_use_rep}
+    resolution
+        Leiden resolution (RB configuration model).
+    n_clusters
+        Wanted number of clusters, instead of ``resolution``.
+    {doc_n_neighbors}
+    {doc_seed}
+    key_added
+        ``obs`` column of the clusters and ``uns`` key of their parameters.
+    neighbors_key
+        Where the kNN graph is stored (scanpy's ``neighbors_key``).
+    {doc_copy}
+
+    Returns
+    -------
+    {doc_returns_copy}
+
+    ``adata.obs[key_added]`` : categorical
+        Cluster of each cell (``"0"``, ``"1"``, …).
+    ``adata.uns[key_added]`` : dict
+        ``params`` (``resolution``, ``random_state``, ``n_iterations``, ``use_rep``, ``n_neighbors``)
+        and ``n_clusters``.
+    ``adata.obsp['connectivities']``, ``adata.obsp['distances']`` : sparse (n, n)
+        The kNN graph (binary symmetric adjacency; neighbour distances), with
+        ``adata.uns['neighbors']`` = ``{{'connectivities_key', 'distances_key', 'params'}}`` as scanpy
+        writes them (prefixed by ``neighbors_key`` when it is not ``"neighbors"``).
+    """
+    adata = adata.copy() if copy else adata
+    conn, dist = knn_graphs(get_rep(adata, use_rep), n_neighbors=n_neighbors)
+    memb, resolution = leiden_clusters(conn, resolution=resolution, n_clusters=n_clusters, seed=seed)
     cats = [str(c) for c in range(memb.max() + 1)]
     adata.obs[key_added] = pd.Categorical(memb.astype(str), categories=cats)
-    adata.uns[key_added] = {
-        "use_rep": use_rep, "resolution": float(resolution), "n_clusters": len(cats), "n_neighbors": n_neighbors
-    }
-    return adata
+    adata.uns[key_added] = {"params": {"resolution": resolution, "random_state": seed, "n_iterations": -1,
+                                       "use_rep": use_rep, "n_neighbors": n_neighbors}, "n_clusters": len(cats)}
+    store_neighbors(adata, conn, dist, use_rep=use_rep, n_neighbors=n_neighbors, key_added=neighbors_key)
+    return adata if copy else None
 
 
+@doc_params()
 def umap(
     adata: AnnData, *, use_rep: str, n_neighbors: int = 15, min_dist: float = 0.3, n_epochs: int | None = None,
-    seed: int = 0, key_added: str = "X_umap",
-) -> AnnData:
-    """2-D UMAP (umap-learn) of ``obsm[use_rep]`` into ``obsm[key_added]`` (``n_epochs`` None = umap's default)."""
+    seed: int = 0, key_added: str | None = None, copy: bool = False,
+) -> AnnData | None:
+    """2-D UMAP (umap-learn) of an embedding.
+
+    Parameters
+    ----------
+    {doc_adata}
+    {doc_use_rep}
+    {doc_n_neighbors}
+    min_dist
+        UMAP's minimum distance between embedded points.
+    n_epochs
+        Optimisation epochs (``None`` = umap-learn's default).
+    {doc_seed}
+    key_added
+        ``None``: ``obsm['X_umap']`` and ``uns['umap']`` (scanpy's keys); else ``obsm[key_added]`` and
+        ``uns[key_added]``.
+    {doc_copy}
+
+    Returns
+    -------
+    {doc_returns_copy}
+
+    ``adata.obsm['X_umap' | key_added]`` : float32 (n_cells, 2)
+        UMAP coordinates.
+    ``adata.uns['umap' | key_added]`` : dict
+        ``params``: ``a``, ``b`` (as scanpy), ``n_neighbors``, ``min_dist``, ``use_rep``, ``random_state``.
+    """
     import umap as umap_learn  # numba compile on first import; keep it lazy
 
-    X = _rep(adata, use_rep)
-    reducer = umap_learn.UMAP(
-        n_neighbors=min(n_neighbors, adata.n_obs - 1), min_dist=min_dist, n_epochs=n_epochs, random_state=seed, n_jobs=1
-    )
-    adata.obsm[key_added] = reducer.fit_transform(X).astype(np.float32)
-    return adata
+    adata = adata.copy() if copy else adata
+    key_obsm, key_uns = ("X_umap", "umap") if key_added is None else (key_added, key_added)
+    X = get_rep(adata, use_rep)
+    k = min(n_neighbors, adata.n_obs - 1)
+    reducer = umap_learn.UMAP(n_neighbors=k, min_dist=min_dist, n_epochs=n_epochs, random_state=seed, n_jobs=1)
+    adata.obsm[key_obsm] = reducer.fit_transform(X).astype(np.float32)
+    adata.uns[key_uns] = {"params": {"a": float(reducer._a), "b": float(reducer._b), "n_neighbors": k,
+                                     "min_dist": min_dist, "use_rep": use_rep, "random_state": seed}}
+    return adata if copy else None

@@ -16,6 +16,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import torch
@@ -27,7 +28,7 @@ from ..models import Atacformer
 from ..train import AdversarialPlan, AtacformerDataModule, DataSettings, IntegrateRecipe, QueryPlan, QueryRecipe
 from ..train import TrainerSettings, encode_cells, fit, read_metrics
 from ..train.batcher import adata_cells
-from ..train.engine import resume_path
+from ..train.engine import fingerprint, resume_checked, world_size
 from ..train.tuning import freeze
 from .annotate import label_codes
 from .mnn import mnn_pairs, mnn_shift
@@ -50,7 +51,7 @@ class MNNPartners(Callback):
 
     def _partners(self, epoch: int) -> list[np.ndarray]:
         emb, _ = encode_cells(self.model, self.cells)
-        pairs = mnn_pairs(emb, self.batch, k=self.n_neighbors)
+        pairs = mnn_pairs(emb, self.batch, n_neighbors=self.n_neighbors)
         log.info("integrate epoch %d: %d cross-batch MNN pairs", epoch, len(pairs) // 2)
         return _partner_lists(pairs, len(self.cells))
 
@@ -75,6 +76,10 @@ def integrate_model(adata: AnnData, model: Atacformer, *, batch_key: str, recipe
     """Adversarially fine-tune a copy of ``model`` across ``obs[batch_key]``; (corrected model, history).
     Parameters as :func:`integrate`; ``adata`` and ``model`` are not changed."""
     r = recipe or IntegrateRecipe()
+    L.seed_everything(r.seed, verbose=False)  # the discriminator and everything after depend on the seed only
+    world = world_size(trainer_kwargs)
+    if world > 1 and out_dir is None:
+        raise ValueError("integration on several processes needs an out_dir shared by all ranks")
     names = _batches(adata, batch_key)
     cw = model.config.contrastive_weight if r.contrastive_weight is None else r.contrastive_weight
     if cw > 0 and model.contrastive_head is None:
@@ -85,20 +90,23 @@ def integrate_model(adata: AnnData, model: Atacformer, *, batch_key: str, recipe
     batch = adata.obs[batch_key].astype(str).to_numpy()
     codes = label_codes(batch, names)
     weights = torch.tensor(len(codes) / (len(names) * np.bincount(codes, minlength=len(names))), dtype=torch.float32)
-    steps = -(-adata.n_obs // r.batch_size)
+    steps = -(-adata.n_obs // (r.batch_size * world))  # per epoch (each rank streams its share)
     views = r.batch if cw > 0 else type(r.batch)(mask_fraction=r.batch.mask_fraction)
     data = AtacformerDataModule(adata, data=DataSettings(batch_size=r.batch_size, val_fraction=0.0), batch=views,
                                 max_length=corrected.config.max_length, codes={"batch_label": codes}, seed=r.seed)
     callbacks = [MNNPartners(data, adata_cells(adata, corrected), batch, r.n_neighbors)] if cw > 0 else []
     plan = AdversarialPlan(corrected, n_batches=len(names), batch_weights=weights, adversary_weight=r.adversary_weight,
                            contrastive_weight=cw, state0_sample_rate=r.state0_sample_rate, optimizer=r.optimizer,
-                           max_steps=r.epochs * steps, seed=r.seed, run_info={"task": "integrate", "batch_key": batch_key})
+                           max_steps=r.epochs * steps, seed=r.seed,
+                           run_info={"task": "integrate", "data": fingerprint(data.fingerprint(), batch_key),
+                                     "recipe": fingerprint({k: v for k, v in r.to_dict().items() if k != "epochs"})})
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(out_dir) if out_dir is not None else Path(tmp)
         run.mkdir(parents=True, exist_ok=True)
         settings = TrainerSettings(max_steps=r.epochs * steps, log_every_n_steps=1,
                                    ckpt_every_n_steps=steps if out_dir is not None else None)
-        fit(plan, data, out_dir=run, settings=settings, resume=resume_path(resume, run), callbacks=callbacks,
+        fit(plan, data, out_dir=run, settings=settings, resume=resume_checked(resume, run, plan.run_info),
+            callbacks=callbacks,
             trainer_kwargs=trainer_kwargs)
         m = read_metrics(run / "logs")
     m["epoch"] = m["step"] // steps
@@ -179,13 +187,14 @@ def write_integrated(adata: AnnData, corrected: Atacformer, history: pd.DataFram
     if recipe.correct:
         adata.obsm[f"{key_added}_model"] = emb
         emb, info["mnn_correct"] = mnn_shift(emb, adata.obs[batch_key].astype(str).to_numpy(),
-                                             reference=reference_batch, k=recipe.correct_n_neighbors)
+                                             reference=reference_batch, n_neighbors=recipe.correct_n_neighbors)
     adata.obsm[key_added] = emb
     adata.uns[key_added] = info
 
 
 def _query_adapted(model: Atacformer, query: AnnData, r: QueryRecipe) -> Atacformer:
     """Copy of ``model`` with all weights frozen plus a trained input offset (masked-bin loss on the query)."""
+    L.seed_everything(r.seed, verbose=False)
     adapted = copy.deepcopy(model).train()
     steps = -(-query.n_obs // r.batch_size)
     data = AtacformerDataModule(query, data=DataSettings(batch_size=r.batch_size, val_fraction=0.0), batch=r.batch,
@@ -247,7 +256,7 @@ def map_query(
         ref, _ = encode_cells(model, adata_cells(reference, model))
     mapper = _query_adapted(model, adata, r) if r.epochs > 0 else model
     adata.obsm[use_rep], _ = encode_cells(mapper, adata_cells(adata, mapper))
-    labels, conf = knn_predict(ref, reference.obs[labels_key].astype(str), adata.obsm[use_rep], k=n_neighbors)
+    labels, conf = knn_predict(ref, reference.obs[labels_key].astype(str), adata.obsm[use_rep], n_neighbors=n_neighbors)
     adata.obs[key_added] = pd.Categorical(labels)
     adata.obs[f"{key_added}_uncertainty"] = 1.0 - conf
     adata.uns[key_added] = {"n_neighbors": n_neighbors, "use_rep": use_rep, "query_epochs": r.epochs,

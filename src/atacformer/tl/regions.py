@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from .._docs import doc_params
 from ..genome import BinIndex, Genome, get_genome
 from ..models import Atacformer
 from ..tokenize.dataset import AnnDataCellDataset
@@ -32,14 +33,36 @@ def _groups(adata: AnnData, groupby: str) -> tuple[list[str], np.ndarray]:
 
 
 @torch.no_grad()
+@doc_params()
 def region_embeddings(
-    adata: AnnData, model: Atacformer, *, groupby: str, batch_size: int = 64, key_added: str = "atacformer_regions"
-) -> AnnData:
-    """Mean encoder output at each open bin's token, per group of ``obs[groupby]``.
+    adata: AnnData, model: Atacformer, *, groupby: str, batch_size: int = 64, key_added: str = "atacformer_regions",
+    copy: bool = False,
+) -> AnnData | None:
+    """Contextual region embeddings: the mean encoder output at each open bin's token, per group.
 
-    ``uns[key_added]``: ``groups`` (G), ``bin_ids`` (N global ids of bins open in some cell),
-    ``embeddings`` (G, N, d; zero where a group never has the bin), ``counts`` (G, N cells with the bin
-    in their sentence), ``mean`` (N, d, over all cells)."""
+    Parameters
+    ----------
+    {doc_adata}
+    model
+        The atacformer model (its genome and bin size must match the data).
+    groupby
+        ``obs`` column of the groups (e.g. cell type).
+    batch_size
+        Cells per forward pass.
+    key_added
+        ``uns`` key of the result.
+    {doc_copy}
+
+    Returns
+    -------
+    {doc_returns_copy}
+
+    ``adata.uns[key_added]`` : dict
+        ``groupby``, ``groups`` (G), ``bin_ids`` (N global ids of bins open in some cell), ``embeddings``
+        (G, N, d; zero where a group never has the bin), ``counts`` (G, N cells with the bin in their
+        sentence), ``mean`` (N, d, over all cells).
+    """
+    adata = adata.copy() if copy else adata
     names, codes = _groups(adata, groupby)
     cells = adata_cells(adata, model)
     used = np.unique(np.concatenate([c["bin_ids"] for c in cells] + [np.zeros(0, np.int64)]))
@@ -66,12 +89,26 @@ def region_embeddings(
     mean = sums.sum(0) / np.maximum(counts.sum(0), 1)[:, None]
     adata.uns[key_added] = {"groupby": groupby, "groups": names, "bin_ids": used, "embeddings": emb.astype(np.float32),
                             "counts": counts, "mean": mean.astype(np.float32)}
-    return adata
+    return adata if copy else None
 
 
 def annotate_bins(bin_ids: np.ndarray, bins: BinIndex, genes: pd.DataFrame) -> pd.DataFrame:
-    """Nearest gene (by TSS), distance from the bin to that TSS (0 = inside) and promoter status
-    (an annotated TSS inside the bin) for global ``bin_ids``."""
+    """Nearest gene of each bin, by TSS.
+
+    Parameters
+    ----------
+    bin_ids
+        Global bin ids.
+    bins
+        The bin index they refer to.
+    genes
+        Gene table with ``chrom``, ``tss``, ``gene`` (e.g. ``Genome.genes()``).
+
+    Returns
+    -------
+    DataFrame with ``bin``, ``chrom``, ``start``, ``end``, ``nearest_gene``, ``tss_distance`` (bp from the
+    bin to that TSS, 0 = inside) and ``promoter`` (an annotated TSS inside the bin).
+    """
     c, start, end = bins.coords(bin_ids)
     out = pd.DataFrame({"bin": bins.names(bin_ids), "chrom": np.array(bins.chroms)[c], "start": start, "end": end,
                         "nearest_gene": "", "tss_distance": np.inf, "promoter": False})
@@ -104,16 +141,59 @@ def _genome(adata: AnnData, genome: str | Genome | None) -> BinIndex:
     return bins
 
 
+def _group_top(X, m: np.ndarray, emb: np.ndarray, counts: np.ndarray, g: int, used: np.ndarray, min_cells: int,
+               n_top: int) -> pd.DataFrame | None:
+    """The ``n_top`` bins of group ``g`` (cells ``m``) by mean percentile rank of log2fc and embedding shift."""
+    f_in = np.asarray(X[m].mean(0)).ravel()
+    f_out = np.asarray(X[~m].mean(0)).ravel() if (~m).any() else np.zeros_like(f_in)
+    log2fc = np.log2((f_in + 1e-3) / (f_out + 1e-3))
+    rest = (emb * counts[..., None]).sum(0) - emb[g] * counts[g][:, None]
+    rest /= np.maximum(counts.sum(0) - counts[g], 1)[:, None]
+    cos = (emb[g] * rest).sum(1) / np.maximum(np.linalg.norm(emb[g], axis=1) * np.linalg.norm(rest, axis=1), 1e-12)
+    shift = 1 - cos
+    ok = (counts[g] >= min_cells) & (log2fc > 0)
+    if not ok.any():
+        return None
+    rank = (pd.Series(log2fc[ok]).rank(pct=True) + pd.Series(shift[ok]).rank(pct=True)).to_numpy() / 2
+    top = np.argsort(-rank)[:n_top]
+    sel = np.flatnonzero(ok)[top]
+    return pd.DataFrame({"bin_id": used[sel], "score": rank[top], "log2fc": log2fc[sel], "frac_in_group": f_in[sel],
+                         "frac_rest": f_out[sel], "embedding_shift": shift[sel]})
+
+
 def specific_regions(
     adata: AnnData, *, groupby: str | None = None, key: str = "atacformer_regions", genome: str | Genome | None = None,
     n_top: int = 20, min_cells: int = 3, key_added: str = "atacformer_specific_regions",
 ) -> pd.DataFrame:
-    """Bins specific to each group in accessibility *and* contextual embedding (needs
-    :func:`region_embeddings` first). Per group and bin: ``log2fc`` of the open fraction in the group vs
-    the rest, ``embedding_shift`` = 1 − cosine(group embedding, embedding in the other groups); score =
-    mean of their percentile ranks, over bins open in ≥ ``min_cells`` group cells with log2fc > 0.
-    Returns (and stores in ``uns[key_added]``) the top ``n_top`` per group with nearest gene and promoter
-    status from the genome annotation (``genome`` overrides the one named in ``uns``)."""
+    """Bins specific to each group in accessibility *and* contextual embedding (after
+    :func:`region_embeddings`).
+
+    Per group and bin: ``log2fc`` of the open fraction in the group vs the rest, ``embedding_shift`` =
+    1 − cosine(group embedding, embedding in the other groups); score = mean of their percentile ranks,
+    over bins open in ≥ ``min_cells`` group cells with log2fc > 0.
+
+    Parameters
+    ----------
+    adata
+        Cells × bins annotated data matrix.
+    groupby
+        ``obs`` column of the groups (default: the one :func:`region_embeddings` used).
+    key
+        ``uns`` key of the region embeddings.
+    genome
+        Genome whose gene annotation is used (default: the data's).
+    n_top
+        Bins kept per group.
+    min_cells
+        A bin must be open in at least this many cells of the group.
+    key_added
+        ``uns`` key of the table.
+
+    Returns
+    -------
+    The table (group, bin_id, score, log2fc, frac_in_group, frac_rest, embedding_shift, bin, nearest_gene,
+    tss_distance, promoter), also stored in ``adata.uns[key_added]``.
+    """
     if key not in adata.uns:
         raise ValueError(f"adata.uns has no {key!r}: run tl.region_embeddings first")
     reg = adata.uns[key]
@@ -125,24 +205,8 @@ def specific_regions(
     used = np.asarray(reg["bin_ids"])
     X = (AnnDataCellDataset(adata, label_keys=[]).X[:, used] > 0).astype(np.float64).tocsc()
     emb, counts = np.asarray(reg["embeddings"], np.float64), np.asarray(reg["counts"])
-    frames = []
-    for g, name in enumerate(names):
-        m = codes == g
-        f_in = np.asarray(X[m].mean(0)).ravel()
-        f_out = np.asarray(X[~m].mean(0)).ravel() if (~m).any() else np.zeros_like(f_in)
-        log2fc = np.log2((f_in + 1e-3) / (f_out + 1e-3))
-        rest = (emb * counts[..., None]).sum(0) - emb[g] * counts[g][:, None]
-        rest /= np.maximum(counts.sum(0) - counts[g], 1)[:, None]
-        cos = (emb[g] * rest).sum(1) / np.maximum(np.linalg.norm(emb[g], axis=1) * np.linalg.norm(rest, axis=1), 1e-12)
-        shift = 1 - cos
-        ok = (counts[g] >= min_cells) & (log2fc > 0)
-        if not ok.any():
-            continue
-        rank = (pd.Series(log2fc[ok]).rank(pct=True) + pd.Series(shift[ok]).rank(pct=True)).to_numpy() / 2
-        top = np.argsort(-rank)[:n_top]
-        sel = np.flatnonzero(ok)[top]
-        frames.append(pd.DataFrame({"group": name, "bin_id": used[sel], "score": rank[top], "log2fc": log2fc[sel],
-                                    "frac_in_group": f_in[sel], "frac_rest": f_out[sel], "embedding_shift": shift[sel]}))
+    frames = [f.assign(group=name)[["group", *f.columns]] for g, name in enumerate(names)
+              if (f := _group_top(X, codes == g, emb, counts, g, used, min_cells, n_top)) is not None]
     if not frames:
         raise ValueError(f"no bin is open in ≥ {min_cells} cells of any group more than elsewhere")
     out = pd.concat(frames, ignore_index=True)
@@ -157,10 +221,31 @@ def unannotated_promoters(
     adata: AnnData, *, key: str = "atacformer_regions", genome: str | Genome | None = None, threshold: float = 0.5,
     seed: int = 0, key_added: str = "atacformer_promoter_candidates",
 ) -> pd.DataFrame:
-    """Classify region embeddings (all-cell mean per bin) as promoter / not (an annotated TSS in the
-    bin) with 5-fold cross-validated logistic regression; bins without a TSS scoring ≥ ``threshold``
-    are candidate unannotated promoters. Returns the candidates sorted by score; the classifier's
-    cross-validated ROC AUC and the per-bin scores are in ``uns[key_added]``."""
+    """Candidate unannotated promoters from the region embeddings (after :func:`region_embeddings`).
+
+    A 5-fold cross-validated logistic regression learns promoter / not (an annotated TSS in the bin) from
+    each bin's all-cell mean embedding; bins without a TSS scoring ≥ ``threshold`` are candidates.
+
+    Parameters
+    ----------
+    adata
+        Cells × bins annotated data matrix.
+    key
+        ``uns`` key of the region embeddings.
+    genome
+        Genome whose gene annotation is used (default: the data's).
+    threshold
+        Cross-validated promoter probability above which a bin without a TSS is a candidate.
+    seed
+        Seed of the folds.
+    key_added
+        ``uns`` key of the result.
+
+    Returns
+    -------
+    The candidates sorted by ``promoter_score``. Sets ``adata.uns[key_added]``: ``auc`` (cross-validated
+    ROC AUC), ``n_promoter_bins``, ``n_bins``, ``candidates`` and the per-bin ``scores``.
+    """
     if key not in adata.uns:
         raise ValueError(f"adata.uns has no {key!r}: run tl.region_embeddings first")
     reg = adata.uns[key]

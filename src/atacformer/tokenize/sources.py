@@ -125,9 +125,12 @@ class CellSource:
         if self._adata is not None:
             yield from self._blocks(self._adata.X, self._adata.var, self._adata.obs, block_size)
             return
-        with h5py.File(self._path, "r") as f:
-            X = sparse_dataset(f["X"]) if isinstance(f["X"], h5py.Group) else f["X"]
-            yield from self._blocks(X, _read_var(f["var"]), read_elem(f["obs"]), block_size)
+        try:
+            with h5py.File(self._path, "r") as f:
+                X = sparse_dataset(f["X"]) if isinstance(f["X"], h5py.Group) else f["X"]
+                yield from self._blocks(X, _read_var(f["var"]), read_elem(f["obs"]), block_size)
+        except (OSError, KeyError) as err:  # truncated or corrupt file, found while reading it
+            raise ValueError(f"{self._path}: cannot read this h5ad file (truncated or corrupt: {err})") from None
 
     def _blocks(self, X, var: pd.DataFrame, obs: pd.DataFrame, block_size: int) -> Iterator[CellBlock]:
         cols = global_columns(var, self.bins, self.where)
@@ -144,7 +147,20 @@ def bins_of(uns: Mapping, where: str) -> BinIndex:
 
 
 def _is_fragments(path: Path) -> bool:
-    return path.name.lower().endswith(FRAGMENT_SUFFIXES)
+    """Fragments by content (HDF5 files are h5ad inputs); by name only if the io reader is missing."""
+    try:
+        from ..io.detect import detect_kind
+    except ImportError:
+        return path.name.lower().endswith(FRAGMENT_SUFFIXES)
+    try:
+        return detect_kind(path) == "fragments"
+    except ValueError:  # empty or unreadable: the name decides, the reader reports the problem
+        return path.name.lower().endswith(FRAGMENT_SUFFIXES)
+
+
+def _is_hdf5(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(8) == b"\x89HDF\r\n\x1a\n"
 
 
 def _has_fragment_reader() -> bool:
@@ -208,8 +224,8 @@ def open_sources(inputs, *, genome=None, bin_size: int | None = None) -> list[Ce
         if _is_fragments(path):
             pending.append((name, None, None, path, 0, []))
             continue
-        if path.suffix != ".h5ad":
-            raise ValueError(f"{path}: cannot tell the input type (expected .h5ad or a fragments .tsv[.gz])")
+        if not _is_hdf5(path):
+            raise ValueError(f"{path}: cannot tell the input type (expected an h5ad or a fragments .tsv[.gz])")
         uns, n_obs, keys = _h5ad_meta(path)
         pending.append((name, None, bins_of(uns, str(path)), path, n_obs, keys))
     known = [p[2] for p in pending if p[2] is not None]

@@ -183,7 +183,13 @@ class BinVocab:
         path = Path(path)
         if path.is_dir():
             path = path / VOCAB_FILE
-        meta = json.loads(path.read_text())
+        try:
+            meta = json.loads(path.read_text())
+            missing = [k for k in ("genome", "bin_size", "vocab_size") if k not in meta]
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+            raise ValueError(f"{path}: corrupt vocabulary file (not valid JSON: {err})") from None
+        if missing:
+            raise ValueError(f"{path}: corrupt vocabulary file (no {', '.join(missing)})")
         if genome is not None and str(genome) != meta["genome"]:
             raise ValueError(f"{path}: vocabulary is for genome {meta['genome']!r}, not {genome!r}")
         if bin_size is not None and int(bin_size) != int(meta["bin_size"]):
@@ -193,7 +199,11 @@ class BinVocab:
             raise ValueError(f"{path}: vocabulary is for the {saved['decoder']} decoder with region classes "
                              f"{saved['region_classes'] or 'none'}, not the {decoder} decoder with "
                              f"{list(region_classes or []) or 'none'}")
-        vocab = cls.from_bins(BinIndex.from_uns(meta), **saved)
+        try:
+            bins = BinIndex.from_uns(meta)
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            raise ValueError(f"{path}: corrupt vocabulary file ({err})") from None
+        vocab = cls.from_bins(bins, **saved)
         if len(vocab) != meta["vocab_size"]:
             raise ValueError(f"{path}: vocabulary size {meta['vocab_size']} does not match its genome ({len(vocab)})")
         return vocab

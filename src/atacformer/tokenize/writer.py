@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .._atomic import write_json
+from .._atomic import sweep_stale, temp_name, write_json
 from .corpus import MANIFEST, CorpusInfo, ShardInfo
 from .sentences import DEFAULT_MAX_LENGTH
 from .sources import CellBlock, CellSource, open_sources
@@ -260,7 +259,8 @@ def _write(sources, tmp: Path, out: Path, vocab: BinVocab, label_columns, *, cel
 
 def _sibling(out: Path, kind: str) -> Path:
     """A new empty hidden folder beside ``out`` (same file system, so renames are atomic)."""
-    path = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.{kind}"
+    sweep_stale(out)  # folders left by killed runs
+    path = temp_name(out, f".{kind}")
     path.mkdir()
     return path
 

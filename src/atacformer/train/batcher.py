@@ -42,12 +42,17 @@ class BatchSettings:
         cells that carry ``neighbor_bin_ids``, ``neighbor_add`` of one neighbour's extra bins added).
     neighbor_add
         Share of a neighbour's extra bins added to the second view.
+    train_length
+        Cap every training sentence (both views) at this many tokens: a long cell is subsampled to a
+        fresh random subset of its bins at every step (the rest become "open but removed" targets).
+        Attention costs grow with the square of the length; None = the model's ``max_length``.
     """
 
     mask_fraction: float = 0.15
     keep: tuple[float, float] | None = None
     contrastive_drop: float | None = None
     neighbor_add: float = 0.0
+    train_length: int | None = None
 
     def __post_init__(self):
         if not 0 <= self.mask_fraction < 1:
@@ -58,12 +63,16 @@ class BatchSettings:
             raise ValueError(f"contrastive_drop must be in [0, 1), got {self.contrastive_drop}")
         if not 0 <= self.neighbor_add <= 1:
             raise ValueError(f"neighbor_add must be in [0, 1], got {self.neighbor_add}")
+        if self.train_length is not None and self.train_length < 32:
+            raise ValueError(f"train_length must be >= 32 tokens (or None), got {self.train_length}")
 
     def collate(self, cells: list[dict], vocab: BinVocab, rng: np.random.Generator, *, max_length: int,
                 packed: bool = True) -> PackedBatch:
         """One training batch of ``cells`` (augmented, masked, with second views as configured)."""
         if self.keep is not None:
             cells = [subsample(c, self.keep, rng) for c in cells]
+        if self.train_length is not None:
+            max_length = min(max_length, self.train_length)
         return collate_cells(cells, vocab, mask_fraction=self.mask_fraction, max_length=max_length, rng=rng,
                              packed=packed, contrastive_drop=self.contrastive_drop,
                              contrastive_neighbor_add=self.neighbor_add)
@@ -113,20 +122,45 @@ def inference_batches(cells: Sequence[dict], vocab: BinVocab, *, batch_size: int
         yield np.arange(start, start + len(chunk)), batch
 
 
-@torch.inference_mode()
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How cells are read at inference: the whole sentence (up to the model's ``max_length``), or the
+    mean over ``n_subsets`` random subsets of ``subset_length`` tokens (cheaper for long cells:
+    attention grows with the square of the length). Each subset is seeded by the cell's content."""
+
+    subset_length: int | None = None
+    n_subsets: int = 1
+
+
 def encode_cells(model: Atacformer, cells: Sequence[dict], *, batch_size: int = 64, pooling: str = "cls",
-                 seed: int = 0, progress=None) -> tuple[np.ndarray, np.ndarray | None]:
+                 seed: int = 0, progress=None, inference: InferenceSettings | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Cell embeddings (n_cells, d) and the cell-type head's softmax (n_cells, n_types) or None.
 
-    Eval mode, nothing masked, bf16 autocast on CUDA; ``progress`` wraps the batch iterator (e.g. tqdm)."""
+    Eval mode, nothing masked, bf16 autocast on CUDA; ``progress`` wraps the batch iterator (e.g. tqdm);
+    ``inference`` = :class:`InferenceSettings` (default: whole sentences)."""
+    inf = inference or InferenceSettings()
+    if inf.subset_length is None or inf.n_subsets <= 1 and inf.subset_length >= model.config.max_length:
+        return _encode(model, cells, batch_size=batch_size, pooling=pooling, seed=seed, progress=progress,
+                       max_length=model.config.max_length)
+    runs = [_encode(model, cells, batch_size=batch_size, pooling=pooling, seed=seed + 7919 * s, progress=progress,
+                    max_length=min(inf.subset_length, model.config.max_length)) for s in range(inf.n_subsets)]
+    emb = np.mean([e for e, _ in runs], axis=0).astype(np.float32)
+    probs = None if runs[0][1] is None else np.mean([p for _, p in runs], axis=0).astype(np.float32)
+    return emb, probs
+
+
+@torch.inference_mode()
+def _encode(model: Atacformer, cells: Sequence[dict], *, batch_size: int, pooling: str, seed: int, progress,
+            max_length: int) -> tuple[np.ndarray, np.ndarray | None]:
     was_training = model.training
     model.eval()
     head = model.cell_type_head
     emb = np.zeros((len(cells), model.config.d_model), dtype=np.float32)
     probs = None if head is None else np.zeros((len(cells), model.config.n_cell_types), dtype=np.float32)
     packed = model.device.type == "cuda"  # packed + flash on GPU; one padded SDPA call is faster on CPU
-    batches = inference_batches(cells, model.vocab, batch_size=batch_size, max_length=model.config.max_length,
-                                seed=seed, packed=packed)
+    batches = inference_batches(cells, model.vocab, batch_size=batch_size, max_length=max_length, seed=seed,
+                                packed=packed)
     try:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=model.device.type == "cuda"):
             for idx, batch in (progress(batches) if progress else batches):

@@ -25,6 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 from torch.utils.data import DataLoader, get_worker_info
 
+from ..io import read_h5ad
 from ..tokenize import AnnDataCellDataset, BinVocab, Corpus, CorpusDataset
 from ..tokenize.sentences import DEFAULT_MAX_LENGTH
 from .batcher import BatchSettings
@@ -215,7 +216,7 @@ class AtacformerDataModule(L.LightningDataModule):
         self.corpora: list[Corpus] = []
         self.val_corpora: list[Corpus] = [Corpus(p) for p in (val_inputs or [])]
         if isinstance(inputs, ad.AnnData) or (isinstance(inputs, (str, Path)) and str(inputs).endswith(".h5ad")):
-            self.adata = inputs if isinstance(inputs, ad.AnnData) else ad.read_h5ad(inputs)
+            self.adata = inputs if isinstance(inputs, ad.AnnData) else read_h5ad(inputs)
             self._cells = AnnDataCellDataset(self.adata, label_keys=[] if codes is not None else list(LABEL_COLUMNS))
             self.vocab = self._cells.vocab
             self.label_names = {c: names for c, names in self._cells.label_names.items() if names}

@@ -222,6 +222,22 @@ def check_resume(ckpt: dict, path: Path, run_info: dict) -> None:
                              "inputs and settings, or start a new run")
 
 
+def world_size(trainer_kwargs: dict | None) -> int:
+    """Processes a Trainer with these options will run (devices × nodes; "auto" counts as 1)."""
+    kw = trainer_kwargs or {}
+    devices = kw.get("devices", 1)
+    n = devices if isinstance(devices, int) else len(devices) if isinstance(devices, (list, tuple)) else 1
+    return max(1, n) * max(1, int(kw.get("num_nodes", 1)))
+
+
+def resume_checked(resume: str | Path | None, out_dir: Path, run_info: dict) -> Path | None:
+    """:func:`resume_path`, then :func:`check_resume` of that checkpoint against this run."""
+    path = resume_path(resume, out_dir)
+    if path is not None:
+        check_resume(load_checkpoint(path), path, run_info)
+    return path
+
+
 def prepare_out_dir(out_dir: Path, *, resume: Path | None, overwrite: bool) -> None:
     """Refuse to write a new run into a folder that holds a model or checkpoints, unless ``overwrite``
     (then the old checkpoints and logs are removed first, so no old run can be resumed by mistake)."""

@@ -88,7 +88,7 @@ class ClassifierPlan(TrainingPlan):
 
     def _lr_scale(self, name: str) -> float:
         for prefix, depth in self._depths.items():
-            if name.startswith(prefix):
+            if name == prefix or name.startswith(prefix + "."):
                 return self.body_lr_ratio * self.layer_decay**depth
         return 1.0  # heads (and the decoder)
 

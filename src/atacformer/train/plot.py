@@ -30,4 +30,5 @@ def plot_training_curve(log_dir: str | Path, path: str | Path) -> Path | None:
     columns = [c for c in df.columns if "loss" in c and (c.startswith("train/") or c == "val/loss")]
     if not columns:
         return None
-    return training_curves(df[["step", *columns]], path=path, x="step", title="pretraining")
+    training_curves(df[["step", *columns]], x="step", title="pretraining", show=False, save=path)
+    return Path(path)

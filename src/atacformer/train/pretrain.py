@@ -97,6 +97,12 @@ def build_config(data: AtacformerDataModule, recipe: PretrainRecipe) -> Atacform
             weights = balanced_state_weights(counts, n_cells, n_dec)
             log.info("state weights (balanced over %d cells × %d bins): %s", n_cells, n_dec, weights)
         config = dataclasses.replace(config, n_decoder_bins=n_dec if config.decoder_bins == "observed" else 0)
+    n_dec = config.n_decoder_bins or config.n_bins
+    budget = recipe.closed_bins_per_cell
+    if "state0_sample_rate" not in recipe.model and budget is not None and n_dec > budget:
+        config = dataclasses.replace(config, state0_sample_rate=budget / n_dec)
+        log.info("closed bins importance-sampled at %.4f per step (%d of %d decoder bins per cell)",
+                 budget / n_dec, budget, n_dec)
     return dataclasses.replace(config, state_class_weights=weights)
 
 

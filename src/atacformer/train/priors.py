@@ -17,11 +17,10 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
-from anndata import AnnData
 from sklearn.decomposition import TruncatedSVD
 from sklearn.neighbors import NearestNeighbors
 
-from ..metrics.baselines import lsi, spectral, tfidf
+from ..pp import lsi_embedding, spectral_embedding, tfidf
 from ..tokenize import Corpus
 
 log = logging.getLogger(__name__)
@@ -62,9 +61,9 @@ def balanced_state_weights(counts: np.ndarray, n_cells: int, n_decoder_bins: int
 def cell_neighbors(X: sp.spmatrix, k: int, *, method: str = "tfidf", n_comps: int = 30, seed: int = 0) -> np.ndarray:
     """(n_cells, k) nearest neighbours of each cell (itself excluded) of a cells × bins matrix.
 
-    ``method``: ``"tfidf"`` = cosine on Signac log TF-IDF profiles (:func:`~atacformer.metrics.tfidf`); ``"lsi"`` = cosine on the LSI embedding
-    (:func:`~atacformer.metrics.lsi`, ``n_comps``); ``"spectral"`` = cosine on the SnapATAC2-style
-    spectral embedding (:func:`~atacformer.metrics.spectral`)."""
+    ``method``: ``"tfidf"`` = cosine on Signac log TF-IDF profiles (:func:`~atacformer.pp.tfidf`); ``"lsi"`` = cosine on the LSI embedding
+    (:func:`~atacformer.pp.lsi_embedding`, ``n_comps``); ``"spectral"`` = cosine on the SnapATAC2-style
+    spectral embedding (:func:`~atacformer.pp.spectral_embedding`)."""
     if method not in NEIGHBOR_METHODS:
         raise ValueError(f"neighbour method must be one of {NEIGHBOR_METHODS}, got {method!r}")
     X = sp.csr_matrix(X, dtype=np.float32, copy=True)
@@ -74,10 +73,8 @@ def cell_neighbors(X: sp.spmatrix, k: int, *, method: str = "tfidf", n_comps: in
     if method == "tfidf":
         rep = tfidf(X)
     else:
-        tmp = AnnData(X)
         n_comps = min(n_comps, X.shape[0] - 3, X.shape[1] - 2)
-        (lsi if method == "lsi" else spectral)(tmp, n_comps=n_comps, seed=seed, key_added="rep")
-        rep = tmp.obsm["rep"]
+        rep, _ = (lsi_embedding if method == "lsi" else spectral_embedding)(X, n_comps=n_comps, seed=seed)
     nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(rep)
     return nn.kneighbors(return_distance=False)  # (n, k): without X, each point's neighbours exclude itself
 

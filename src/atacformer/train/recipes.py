@@ -71,6 +71,12 @@ class PretrainRecipe(_Recipe):
         ``cross-attention``: a classes file (BED, HOMER output or bin TSV), ``"annotation"``
         (``var['region_class']`` of the input, else the genome's built-in gene annotation), or None
         (``"annotation"`` for the class decoders; the cross-attention decoder then queries chromosomes).
+    closed_bins_per_cell
+        Cost bound of the masked-bin loss: when the decoder has more bins than this, its closed bins are
+        importance-sampled (unbiased) at ``closed_bins_per_cell / n_decoder_bins`` per training step (the
+        config's ``state0_sample_rate``, unless ``model`` sets it). Short cells on a few thousand observed
+        bins stay exact; 10x-depth cells open most of the genome, where the exact loss would cost
+        ~B × 600k (cell, bin) pairs a step.
     seed
         Seeds the split, batches, masks, dropout and initialisation.
     """
@@ -87,6 +93,7 @@ class PretrainRecipe(_Recipe):
     e1_init: str = "svd"
     state_class_weights: str | tuple[float, float, float] = "auto"
     region_classes: str | None = None
+    closed_bins_per_cell: int | None = 20_000
     seed: int = 0
 
     def __post_init__(self):

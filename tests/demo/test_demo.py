@@ -1,16 +1,25 @@
-"""`atacformer demo --quick` end to end (the reduced CI mode): report sections, images, sane numbers."""
+"""`atacformer demo --quick` end to end (the reduced CI mode): report sections, images, sane numbers,
+the explanations, and the annotated cells written for scanpy."""
 
 import json
 import re
 
+import anndata as ad
+
 from atacformer.cli import main
-from atacformer.tl.demo_report import SECTIONS
+from atacformer.demo.report import METRICS, SECTIONS
 
 
-def test_demo_quick(tmp_path):
+def test_demo_quick(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--quick"]) == 0
+    err = capsys.readouterr().err
+    assert "[demo 2/9] pretrain:" in err and "[demo 9/9] write: done in" in err  # a line per step
     html = (out / "report.html").read_text()
+    for term in METRICS:  # every metric is explained, with its direction
+        assert f"<dt>{term}</dt>" in html
+    assert "Fine-tuned head vs kNN transfer" in html and "LSI vs the integrated embedding" in html
+    assert "6.000" not in html and html.count(">target</th>") == 1
     for section in SECTIONS:
         assert f">{section}</h2>" in html
     images = re.findall(r'<img src="([^"]+)"', html)
@@ -35,3 +44,10 @@ def test_demo_quick(tmp_path):
     assert set(facts["timings_s"]) >= {"ingest", "pretrain", "embed", "evaluate", "annotate", "integrate", "total"}
     assert (out / "model" / "model.safetensors").exists()
     assert (out / "metrics_hemato.md").read_text().startswith("| method |")
+    cells = ad.read_h5ad(out / "hemato.h5ad")
+    assert {"X_atacformer", "X_lsi", "X_spectral", "X_atacformer_integrated", "X_umap", "X_umap_atacformer"} <= set(
+        cells.obsm)
+    assert {"cell_type", "donor", "leiden", "leiden_atacformer", "leiden_atacformer_integrated",
+            "atacformer_label"} <= set(cells.obs)
+    assert cells.uns["neighbors"]["connectivities_key"] == "connectivities" and "connectivities" in cells.obsp
+    assert ad.read_h5ad(out / "pbsmall.h5ad").obs["leiden"].nunique() == 3
