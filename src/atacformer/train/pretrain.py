@@ -141,6 +141,21 @@ def set_view_neighbors(data: AtacformerDataModule, recipe: PretrainRecipe) -> No
                                          seed=recipe.seed))
 
 
+def _config_and_identity(data: AtacformerDataModule, recipe: PretrainRecipe,
+                         ckpt_path: Path | None) -> tuple[AtacformerConfig, dict]:
+    """The model config (the checkpoint's when resuming) and the run's identity (data + recipe
+    fingerprints; the schedule may be extended on resume, and the architecture is the checkpoint's)."""
+    settings = {k: v for k, v in recipe.to_dict().items() if k not in ("trainer", "model", "preset")}
+    run_info = {"data": fingerprint(data.fingerprint()), "recipe": fingerprint(settings)}
+    if ckpt_path is None:
+        return build_config(data, recipe), run_info
+    ckpt = load_checkpoint(ckpt_path)
+    check_resume(ckpt, ckpt_path, run_info)
+    config = AtacformerConfig.from_dict(ckpt["atacformer"]["run"]["config"])
+    data.vocab.check_data({"genome": config.genome, "bin_size": config.bin_size}, what=f"checkpoint {ckpt_path}")
+    return config, run_info
+
+
 def pretrain(
     inputs: str | Path | ad.AnnData | Sequence[str | Path],
     *,
@@ -189,21 +204,13 @@ def pretrain(
     prepare_out_dir(out_dir, resume=ckpt_path, overwrite=overwrite)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     data = AtacformerDataModule(inputs, data=recipe.data, batch=recipe.batch, val_inputs=val_inputs, seed=recipe.seed)
-    # the schedule may be extended on resume, and the architecture is the checkpoint's
-    run_info = {"data": fingerprint(data.fingerprint()),
-                "recipe": fingerprint({k: v for k, v in recipe.to_dict().items() if k not in ("trainer", "model", "preset")})}
-    if ckpt_path is not None:  # the checkpoint's architecture wins
-        ckpt = load_checkpoint(ckpt_path)
-        check_resume(ckpt, ckpt_path, run_info)
-        config = AtacformerConfig.from_dict(ckpt["atacformer"]["run"]["config"])
-        data.vocab.check_data({"genome": config.genome, "bin_size": config.bin_size}, what=f"checkpoint {ckpt_path}")
-    else:
-        config = build_config(data, recipe)
+    config, run_info = _config_and_identity(data, recipe, ckpt_path)
     data.max_length = config.max_length
     data.use_vocab(config.vocab())  # sentences with the decoder's <eos> tokens
     if config.contrastive_weight == 0 and config.contrastive_decoder_weight == 0:  # no second views to build
         data.batch = dataclasses.replace(data.batch, contrastive_drop=None)
-    set_view_neighbors(data, recipe)
+    else:
+        set_view_neighbors(data, recipe)
     model = Atacformer(config, dna_embeddings=dna_embeddings)
     if ckpt_path is None:
         init_from_data(model, data, recipe)
@@ -212,7 +219,12 @@ def pretrain(
                         run_info={**run_info, "config": config.to_dict()})
     trainer = fit(plan, data, out_dir=out_dir, settings=recipe.trainer, resume=ckpt_path, callbacks=callbacks,
                   trainer_kwargs=trainer_kwargs)
-    state = trainer.strategy.lightning_module_state_dict()  # full weights (gathered under FSDP)
+    return _saved(trainer, config, dna_embeddings, out_dir)
+
+
+def _saved(trainer, config: AtacformerConfig, dna_embeddings, out_dir: Path) -> Atacformer:
+    """The trained weights (gathered under FSDP) in a fresh model, saved to ``out_dir`` by rank 0."""
+    state = trainer.strategy.lightning_module_state_dict()
     model = Atacformer(config, dna_embeddings=dna_embeddings)
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     if trainer.is_global_zero:
