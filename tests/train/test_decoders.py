@@ -84,3 +84,27 @@ def test_class_decoder_on_a_genome_without_annotation_is_a_clear_error(tmp_path,
     recipe = recipe_of(**FAST, max_steps=1, batch_size=8, overrides=dict(decoder="region-class"))
     with pytest.raises(ValueError, match="no built-in gene annotation"):
         pretrain(make_toy(16), out_dir=tmp_path, recipe=recipe)
+
+
+@pytest.mark.parametrize("decoder", ["class-x-chromosome", "cross-attention"])
+def test_finetune_and_embed_a_class_model(tmp_path, make_toy, decoder):
+    """tl.finetune's data module makes sentences with the model's vocabulary (its <eos> tokens)."""
+    import torch
+
+    from atacformer.genome import BinIndex
+    from atacformer.models import AtacformerConfig
+    from atacformer.tl import embed, finetune
+    from atacformer.tokenize import BinVocab
+    from atacformer.train import FinetuneRecipe
+
+    adata = _with_classes(make_toy(32))
+    vocab = BinVocab.from_bins(BinIndex.from_uns(adata.uns))
+    torch.manual_seed(0)
+    cfg = AtacformerConfig.from_preset("tiny", vocab, decoder=decoder, region_classes=list(TOY_CLASSES))
+    model = Atacformer(cfg)
+    model.set_region_classes(np.arange(vocab.n_bins) % 3)
+    tuned = finetune(adata, model, labels_key="cell_type", out_dir=tmp_path,
+                     recipe=FinetuneRecipe(epochs=1, batch_size=8, state_loss_weight=1.0))
+    assert tuned.vocab.decoder == decoder and tuned.config.n_cell_types == 2
+    embed(adata, tuned, key_added="X_af", progress=False)
+    assert adata.obsm["X_af"].shape == (32, 32) and np.isfinite(adata.obsm["X_af"]).all()
