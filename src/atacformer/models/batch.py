@@ -223,12 +223,17 @@ def collate_cells(
     )
     if packed:
         return PackedBatch(input_ids=torch.from_numpy(np.concatenate(sentences)), **common)
-    ids = np.full((len(sentences), width), vocab.pad_id, dtype=np.int64)
+    return _padded(sentences, width, vocab.pad_id, common)
+
+
+def _padded(sentences: list[np.ndarray], width: int, pad_id: int, fields: dict) -> PaddedBatch:
+    """The sentences padded to (n, width), with the other batch ``fields``."""
+    ids = np.full((len(sentences), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(sentences), width), dtype=bool)
     for i, s in enumerate(sentences):
         ids[i, : len(s)] = s
         mask[i, : len(s)] = True
-    return PaddedBatch(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **common)
+    return PaddedBatch(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **fields)
 
 
 def pad_batch(batch: PackedBatch, *, pad_id: int = 0) -> PaddedBatch:
