@@ -116,8 +116,7 @@ def child(spec: dict) -> dict:
     import anndata as ad
     import torch
 
-    from atacformer.metrics.evaluate import evaluate
-    from atacformer.tl import embed
+    from atacformer.tl import embed, evaluate
     from atacformer.train import PretrainRecipe, pretrain
 
     torch.set_num_threads(1)
