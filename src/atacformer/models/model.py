@@ -177,8 +177,9 @@ class Atacformer(nn.Module):
         eos = self.vocab.eos_ids
         first = batch.input_ids.flatten()[batch.eos_index[0].to(batch.input_ids.device)].cpu().numpy()
         if batch.eos_index.shape[1] != len(eos) or not np.array_equal(first, eos):
-            raise ValueError(f"the batch has {batch.eos_index.shape[1]} <eos> per sentence but this model's "
-                             f"{self.config.decoder} decoder reads {self.vocab.n_eos}: collate with model.vocab")
+            raise ValueError(f"the batch's sentences hold other <eos> tokens ({batch.eos_index.shape[1]} per sentence) "
+                             f"than this model's {self.config.decoder} decoder reads ({self.vocab.n_eos}): "
+                             "collate with model.vocab")
         if self.config.region_classes and int(self.state_decoder.bin_region.min()) < 0:
             raise ValueError("the region classes of the bins are not set: pretrain sets them from the data "
                              "(or call model.set_region_classes(codes))")
