@@ -25,7 +25,7 @@ def _decoder(vocab, **overrides):
 
 def _brute_force_loss(dec: StateDecoder, eos, e1, batch, n_bins, weights):
     """Dense (B, n_bins) logits from the unsplit FFN on concat(compress(eos_c), E1[bin])."""
-    z = dec.compress(eos)[:, dec.bin_chrom]  # (B, n_bins, eos_dim)
+    z = dec.compress(eos)[:, dec.bin_region]  # (B, n_bins, eos_dim)
     x = torch.cat([z, e1[None].expand(z.shape[0], -1, -1)], dim=-1)  # (B, n_bins, eos_dim + k)
     w1 = torch.cat([dec.fc_eos.weight, dec.fc_bin.weight], dim=1)
     logits = dec.out(F.gelu(x @ w1.T + dec.fc_eos.bias))  # (B, n_bins, 3)

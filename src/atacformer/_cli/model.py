@@ -19,6 +19,7 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def register(subparsers) -> None:
+    from ..tokenize.vocab import DECODERS
     from ..train import PretrainRecipe  # the CLI defaults are the recipe's
 
     r = PretrainRecipe()
@@ -34,6 +35,15 @@ def register(subparsers) -> None:
     p.add_argument("--preset", default=r.preset, choices=["tiny", "small", "base"], help="architecture")
     p.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="override a model config field, e.g. --set n_layers=4 --set state0_sample_rate=0.05")
+    p.add_argument("--decoder", default=None, choices=list(DECODERS),
+                   help="what the 3-state decoder reads: one <eos> per chromosome (default), per region class or per "
+                        "chromosome × class, or learned cross-attention queries (per class with --region-classes)")
+    p.add_argument("--region-classes", default=r.region_classes, metavar="FILE",
+                   help="region classes of the bins: a BED / HOMER annotatePeaks / bin TSV file, or 'annotation' "
+                        "(var['region_class'], else the genome's built-in gene annotation; the class decoders' default)")
+    p.add_argument("--contrastive-decoder-weight", type=float, default=None, metavar="W",
+                   help="weight of the contrastive decoder (predicts the bins added to / dropped from each second "
+                        "view; default 0 = off)")
     p.add_argument("--max-steps", type=int, default=r.trainer.max_steps, help="optimisation steps")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-2 for tiny, else 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of max steps (at most 1000)")
@@ -107,9 +117,11 @@ def _recipe(args, overrides: dict):
     """The PretrainRecipe of the command line (defaults = the recipe's)."""
     from ..train import PretrainRecipe
 
-    r = PretrainRecipe(preset=args.preset, seed=args.seed)
+    r = PretrainRecipe(preset=args.preset, seed=args.seed, region_classes=args.region_classes)
+    flags = {k: v for k, v in (("decoder", args.decoder), ("contrastive_decoder_weight", args.contrastive_decoder_weight))
+             if v is not None}
     return r.replace(
-        model={**r.model, **overrides},
+        model={**r.model, **flags, **overrides},
         optimizer={"lr": args.lr, "warmup_steps": args.warmup_steps},
         trainer={"max_steps": args.max_steps, "ckpt_every_n_steps": args.ckpt_every, "val_every_n_steps": args.val_every,
                  "log_every_n_steps": args.log_every, "gradient_clip_val": args.grad_clip,

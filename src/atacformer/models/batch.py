@@ -5,6 +5,11 @@ Pretraining targets are the 3 states of every (cell, bin) pair: 0 = closed (not 
 bins removed by masking (``mask_fraction`` of each cell's open bins, the BERT-like objective) and, for
 cells with more open bins than fit in ``max_length``, bins dropped by subsampling. Only the open pairs
 (states 1 and 2) are stored (``target_cell``, ``target_bin``, ``target_state``); all others are 0.
+
+Second (contrastive) views also carry the contrastive decoder's sparse targets (``view_target_*``):
+state 1 = *added* (in the view's sentence but not open in the cell: borrowed from the neighbour),
+state 2 = *dropped* (open in the cell but not in the view's sentence); every other (view, bin) pair is 0
+(unchanged: the cell's own bin kept in the view, or closed in the cell and absent from the view).
 """
 
 from __future__ import annotations
@@ -30,13 +35,17 @@ class PackedBatch:
     cu_seqlens: torch.Tensor  # (B+1,) int32 sentence boundaries in the stream
     max_seqlen: int  # longest sentence
     cls_index: torch.Tensor  # (B,) int64 position of each <cls> in the stream
-    eos_index: torch.Tensor  # (B, C) int64 position of each <eos_c> in the stream
+    eos_index: torch.Tensor  # (B, R) int64 position of each region's <eos> in the stream (R = vocab.n_eos)
     target_cell: torch.Tensor  # (N,) int64 cell of each open (cell, bin) pair
     target_bin: torch.Tensor  # (N,) int64 global bin id
     target_state: torch.Tensor  # (N,) int64 in {1 in sentence, 2 open but removed}
     cell_type: torch.Tensor  # (B,) int64, -1 = missing
     organ: torch.Tensor  # (B,) int64, -1 = missing
     view_cls_index: torch.Tensor | None = None  # (B,) <cls> of each cell's second (contrastive) view
+    view_eos_index: torch.Tensor | None = None  # (B, R) the second views' <eos>
+    view_target_cell: torch.Tensor | None = None  # (M,) cell of each added/dropped (view, bin) pair
+    view_target_bin: torch.Tensor | None = None  # (M,) global bin id
+    view_target_state: torch.Tensor | None = None  # (M,) 1 = added from the neighbour, 2 = dropped
     batch_label: torch.Tensor | None = None  # (B,) int64 sample/batch code (integration), -1 = missing
 
     @property
@@ -117,6 +126,31 @@ def contrastive_view(cell: dict, drop: float, neighbor_add: float, rng: np.rando
     return kept
 
 
+def view_targets(cell: dict, sentence: np.ndarray, vocab: BinVocab) -> tuple[np.ndarray, np.ndarray]:
+    """(bins, states) of one second view: 1 = in the view's ``sentence`` but not open in the cell (added),
+    2 = open in the cell but not in the sentence (dropped, by the view or by the ``max_length`` cut)."""
+    own = np.unique(np.asarray(cell["bin_ids"], dtype=np.int64))
+    shown = vocab.token_to_bin(sentence)
+    shown = np.unique(shown[shown >= 0])
+    added, dropped = np.setdiff1d(shown, own, assume_unique=True), np.setdiff1d(own, shown, assume_unique=True)
+    return np.concatenate([added, dropped]), np.repeat(np.array([1, 2], dtype=np.int64), [len(added), len(dropped)])
+
+
+def _views(cells: list[dict], rngs, vocab: BinVocab, drop: float, neighbor_add: float, max_length: int):
+    """Sentences of the second views and their sparse targets (cell, bin, state)."""
+    sentences, v_cell, v_bin, v_state = [], [], [], []
+    for i, (cell, r) in enumerate(zip(cells, rngs)):
+        view = contrastive_view(cell, drop, neighbor_add, r)
+        sentences.append(cell_sentence(view, vocab, max_length=max_length, rng=r))
+        bins, states = view_targets(cell, sentences[-1], vocab)
+        v_cell.append(np.full(len(bins), i, dtype=np.int64))
+        v_bin.append(bins)
+        v_state.append(states)
+    targets = {f"view_target_{k}": torch.from_numpy(np.concatenate(v)) for k, v in
+               (("cell", v_cell), ("bin", v_bin), ("state", v_state))}
+    return sentences, targets
+
+
 def _label(cell: dict, key: str) -> int:
     value = cell.get(key, MISSING_LABEL)
     return MISSING_LABEL if value is None else int(value)
@@ -141,8 +175,9 @@ def collate_cells(
     :class:`PaddedBatch` of the same cells (same sentences for the same ``rng`` state).
 
     ``contrastive_drop`` (not None) appends a second view of every cell (:func:`contrastive_view`) as
-    sentences B..2B-1 of the stream, with their ``<cls>`` in ``view_cls_index``; targets, labels,
-    ``cls_index`` and ``eos_index`` refer to the first views only.
+    sentences B..2B-1 of the stream, with their ``<cls>``/``<eos>`` in ``view_cls_index``/``view_eos_index``
+    and the contrastive decoder's added/dropped bins in ``view_target_*`` (:func:`view_targets`); targets,
+    labels, ``cls_index`` and ``eos_index`` refer to the first views.
 
     ``rng`` may also be one generator per cell (inference seeds each cell from its own content, so a
     cell gets the same sentence whatever batch it is in).
@@ -160,20 +195,22 @@ def collate_cells(
         t_cell.append(np.full(len(open_bins), i, dtype=np.int64))
         t_bin.append(open_bins)
         t_state.append(state)
+    views = {}
     if contrastive_drop is not None:
-        for cell, r in zip(cells, rngs):
-            view = contrastive_view(cell, contrastive_drop, contrastive_neighbor_add, r)
-            sentences.append(cell_sentence(view, vocab, max_length=max_length, rng=r))
+        view_sentences, views = _views(cells, rngs, vocab, contrastive_drop, contrastive_neighbor_add, max_length)
+        sentences += view_sentences
     n = len(cells)
     lengths = np.array([len(s) for s in sentences], dtype=np.int64)
     width = int(lengths.max()) if not packed else 0
     starts = np.arange(len(sentences)) * width if not packed else np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    eos_local = np.stack([np.flatnonzero(vocab.is_special(s))[1:] for s in sentences[:n]])  # (B, C)
+    eos_local = np.stack([np.flatnonzero(vocab.is_special(s))[1:] for s in sentences])  # (2B or B, R)
+    if views:
+        views["view_eos_index"] = torch.from_numpy(eos_local[n:] + starts[n:, None])
     common = dict(
         cu_seqlens=torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)),
         max_seqlen=int(lengths.max()),
         cls_index=torch.from_numpy(starts[:n].astype(np.int64)),
-        eos_index=torch.from_numpy(eos_local + starts[:n, None]),
+        eos_index=torch.from_numpy(eos_local[:n] + starts[:n, None]),
         view_cls_index=torch.from_numpy(starts[n:].astype(np.int64)) if contrastive_drop is not None else None,
         target_cell=torch.from_numpy(np.concatenate(t_cell)),
         target_bin=torch.from_numpy(np.concatenate(t_bin)),
@@ -182,15 +219,21 @@ def collate_cells(
         organ=torch.tensor([_label(c, "organ") for c in cells], dtype=torch.int64),
         batch_label=torch.tensor([_label(c, "batch_label") for c in cells], dtype=torch.int64)
         if any("batch_label" in c for c in cells) else None,
+        **views,
     )
     if packed:
         return PackedBatch(input_ids=torch.from_numpy(np.concatenate(sentences)), **common)
-    ids = np.full((len(sentences), width), vocab.pad_id, dtype=np.int64)
+    return _padded(sentences, width, vocab.pad_id, common)
+
+
+def _padded(sentences: list[np.ndarray], width: int, pad_id: int, fields: dict) -> PaddedBatch:
+    """The sentences padded to (n, width), with the other batch ``fields``."""
+    ids = np.full((len(sentences), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(sentences), width), dtype=bool)
     for i, s in enumerate(sentences):
         ids[i, : len(s)] = s
         mask[i, : len(s)] = True
-    return PaddedBatch(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **common)
+    return PaddedBatch(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **fields)
 
 
 def pad_batch(batch: PackedBatch, *, pad_id: int = 0) -> PaddedBatch:
@@ -206,4 +249,6 @@ def pad_batch(batch: PackedBatch, *, pad_id: int = 0) -> PaddedBatch:
     fields.update(input_ids=ids, cls_index=batch.cls_index + shift[:b], eos_index=batch.eos_index + shift[:b, None])
     if batch.view_cls_index is not None:
         fields["view_cls_index"] = batch.view_cls_index + shift[b:]
+    if batch.view_eos_index is not None:
+        fields["view_eos_index"] = batch.view_eos_index + shift[b:, None]
     return PaddedBatch(**fields, attention_mask=mask.to(ids.device))

@@ -35,7 +35,9 @@ class AtacformerConfig:
     """Everything needed to rebuild an :class:`~atacformer.models.Atacformer` (and its vocabulary).
 
     The vocabulary is recorded by ``genome``, ``bin_size`` and ``chrom_sizes`` (modelled chromosomes,
-    in order), so :meth:`vocab` rebuilds the exact :class:`BinVocab` the model was trained on.
+    in order) and the decoder's ``decoder``/``region_classes``, so :meth:`vocab` rebuilds the exact
+    :class:`BinVocab` the model was trained on. Configs saved before the decoder choice load as
+    ``decoder="chromosome"``.
     """
 
     # vocabulary / coordinates
@@ -61,6 +63,10 @@ class AtacformerConfig:
     state0_sample_rate: float | None = None  # None = all bins; else importance-sample closed bins (training only)
     decoder_bins: str = "all"  # "all" bins of the genome, or the "observed" ones (open in >= 1 training cell)
     n_decoder_bins: int = 0  # how many observed bins (set by pretrain from the data; the ids are saved weights)
+    # which <eos> regions the decoder reads (atacformer.tokenize.vocab): "chromosome" | "region-class" |
+    # "class-x-chromosome" | "cross-attention" (learned queries, per class if region_classes else per chromosome)
+    decoder: str = "chromosome"
+    region_classes: list[str] = field(default_factory=list)  # class names (the per-bin codes are saved weights)
     # <cls> heads (0 = no head)
     n_cell_types: int = 0
     n_organs: int = 0
@@ -76,6 +82,9 @@ class AtacformerConfig:
     contrastive_weight: float = 0.0
     contrastive_temperature: float = 0.1
     contrastive_dim: int = 64  # projection output width
+    # contrastive decoder (0 = off): from a second view's region outputs, predict which bins were added from
+    # the neighbour and which of the cell's bins were dropped (atacformer.models.model, "contrastive decoder")
+    contrastive_decoder_weight: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.state_class_weights, str):
@@ -92,6 +101,10 @@ class AtacformerConfig:
         if self.decoder_bins not in ("all", "observed") or self.n_decoder_bins < 0:
             raise ValueError(f"decoder_bins must be 'all' or 'observed' (n_decoder_bins >= 0), got "
                              f"{self.decoder_bins!r} ({self.n_decoder_bins})")
+        self.region_classes = [str(c) for c in self.region_classes]
+        self.vocab()  # checks decoder / region_classes / vocab_size
+        if self.contrastive_decoder_weight < 0:
+            raise ValueError(f"contrastive_decoder_weight must be >= 0, got {self.contrastive_decoder_weight}")
         if self.contrastive_weight < 0 or self.contrastive_temperature <= 0:
             raise ValueError("contrastive_weight must be >= 0 and contrastive_temperature > 0")
         if self.n_cell_types and self.cell_type_names and len(self.cell_type_names) != self.n_cell_types:
@@ -102,7 +115,11 @@ class AtacformerConfig:
     # ------------------------------------------------------------ construction
     @classmethod
     def from_vocab(cls, vocab: BinVocab, **kwargs) -> AtacformerConfig:
-        """A config with the vocabulary fields filled from ``vocab`` and the rest from ``kwargs``."""
+        """A config with the vocabulary fields filled from ``vocab`` and the rest from ``kwargs``;
+        ``decoder``/``region_classes`` default to the vocabulary's (the size follows them)."""
+        kwargs.setdefault("decoder", vocab.decoder)
+        kwargs.setdefault("region_classes", list(vocab.region_classes))
+        vocab = vocab.with_decoder(kwargs["decoder"], kwargs["region_classes"])
         return cls(
             vocab_size=len(vocab),
             genome=vocab.genome.name,
@@ -124,12 +141,12 @@ class AtacformerConfig:
 
     @property
     def n_bins(self) -> int:
-        return self.vocab_size - 2 - self.n_chroms
+        return sum(-(-n // self.bin_size) for n in self.chrom_sizes.values())
 
     def vocab(self) -> BinVocab:
-        """The :class:`BinVocab` this config was made for (genome, bin size, chromosome set)."""
+        """The :class:`BinVocab` this config was made for (genome, bin size, chromosome set, decoder)."""
         bins = BinIndex.from_uns({"genome": self.genome, "bin_size": self.bin_size, "chrom_sizes": self.chrom_sizes})
-        vocab = BinVocab.from_bins(bins)
+        vocab = BinVocab.from_bins(bins, decoder=self.decoder, region_classes=self.region_classes)
         if len(vocab) != self.vocab_size:
             raise ValueError(f"config vocab_size={self.vocab_size} does not match its genome ({len(vocab)} tokens)")
         return vocab

@@ -82,7 +82,7 @@ class CrossAttentionDecoder(nn.Module):
         if len(bin_region) and (int(bin_region.min()) < 0 or int(bin_region.max()) >= n_regions):
             raise ValueError(f"bin_region must hold region ids in [0, {n_regions})")
         self.regions = RegionQueries(config, n_regions)
-        self.states = StateDecoder(config, bin_region)  # bin_region plays bin_chrom's part
+        self.states = StateDecoder(config, bin_region)
 
     def forward(self, h: torch.Tensor, cu_seqlens: torch.Tensor, bin_e1: torch.Tensor, target_cell: torch.Tensor,
                 target_bin: torch.Tensor, target_state: torch.Tensor, *,

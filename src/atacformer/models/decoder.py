@@ -1,6 +1,11 @@
-"""The per-chromosome 3-state decoder and its genome-wide loss, in constant memory.
+"""The per-region 3-state decoder and its genome-wide loss, in constant memory.
 
-For cell b and bin j on chromosome c: ``logits = W2 · gelu(A · compress(h[b, eos_c]) + Bm · E1[j] + b1) + b2``
+A *region* is what one ``<eos>`` output stands for: a chromosome (today's decoder), a region class, a
+chromosome × class pair, or a cross-attention query (:mod:`atacformer.tokenize.vocab`); the buffer
+``bin_region`` holds the region of every bin (computed from the chromosome sizes, or — with region
+classes — set from the data by ``pretrain`` and saved with the weights).
+
+For cell b and bin j in region c: ``logits = W2 · gelu(A · compress(h[b, eos_c]) + Bm · E1[j] + b1) + b2``
 — the design's FFN on ``concat(compress(eos), E1[bin])`` with its first layer split into the eos
 part ``u[b, c] = A · compress(h)`` (B × C × H, tiny) and the bin part ``v[j] = Bm · E1[j]`` (computed
 once per step for the whole batch). Bins are processed in chunks under activation checkpointing, so
@@ -42,19 +47,29 @@ class DecoderOutput:
     state_hist: torch.Tensor  # (2, HIST_BINS) weighted histogram of logit2 - logit0: row 0 closed, row 1 removed
 
 
-class StateDecoder(nn.Module):
-    def __init__(self, config: AtacformerConfig, bin_chrom: torch.Tensor):
-        """``bin_chrom`` (n_genome_bins,): chromosome of every bin of the genome."""
+class DecoderMLP(nn.Module):
+    """The decoder's weights: ``compress`` (d → eos_dim), the split first layer (``fc_eos``, ``fc_bin``)
+    and ``out`` (hidden → 3). :class:`StateDecoder` is one; the contrastive decoder is another, run by
+    the same :meth:`StateDecoder.forward` (``mlp=``)."""
+
+    def __init__(self, config: AtacformerConfig):
         super().__init__()
         self.compress = nn.Linear(config.d_model, config.eos_dim)
         self.fc_eos = nn.Linear(config.eos_dim, config.decoder_hidden)  # eos part of the first FFN layer
         self.fc_bin = nn.Linear(config.k, config.decoder_hidden, bias=False)  # bin part
         self.out = nn.Linear(config.decoder_hidden, 3)
+
+
+class StateDecoder(DecoderMLP):
+    def __init__(self, config: AtacformerConfig, bin_region: torch.Tensor):
+        """``bin_region`` (n_genome_bins,): region (chromosome, class, …) of every bin of the genome; a
+        saved buffer when the config has region classes (the codes come from the data)."""
+        super().__init__(config)
         self.chunk_size = config.decoder_chunk_size
         self.sample_rate = config.state0_sample_rate
-        self.register_buffer("bin_chrom", bin_chrom.long(), persistent=False)  # (n_genome_bins,) chromosome of each bin
+        self.register_buffer("bin_region", torch.as_tensor(bin_region).long(), persistent=bool(config.region_classes))
         self.all_bins = config.decoder_bins == "all"
-        n = len(bin_chrom) if self.all_bins else config.n_decoder_bins
+        n = len(bin_region) if self.all_bins else config.n_decoder_bins
         # (n_bins,) sorted global ids of the decoder's bins; saved with the model when they are a subset
         self.register_buffer("bins", torch.arange(n), persistent=not self.all_bins)
         self.register_buffer("class_weights", torch.tensor(config.state_class_weights), persistent=False)
@@ -70,9 +85,19 @@ class StateDecoder(nn.Module):
         bins = torch.as_tensor(bins, dtype=torch.long)
         if self.all_bins or bins.shape != self.bins.shape:
             raise ValueError(f"set_bins needs decoder_bins='observed' and {self.n_bins} bins, got {tuple(bins.shape)}")
-        if len(bins) and (bool((bins[1:] <= bins[:-1]).any()) or int(bins[0]) < 0 or int(bins[-1]) >= len(self.bin_chrom)):
+        if len(bins) and (bool((bins[1:] <= bins[:-1]).any()) or int(bins[0]) < 0 or int(bins[-1]) >= len(self.bin_region)):
             raise ValueError("decoder bins must be sorted, unique global bin ids")
         self.bins.copy_(bins)
+
+    @torch.no_grad()
+    def set_regions(self, bin_region: torch.Tensor, n_regions: int) -> None:
+        """Set the region (0..n_regions-1) of every bin of the genome."""
+        bin_region = torch.as_tensor(bin_region, dtype=torch.long)
+        if bin_region.shape != self.bin_region.shape or (
+                len(bin_region) and (int(bin_region.min()) < 0 or int(bin_region.max()) >= n_regions)):
+            raise ValueError(f"bin regions must be {tuple(self.bin_region.shape)} ids in [0, {n_regions}), got "
+                             f"shape {tuple(bin_region.shape)}")
+        self.bin_region.copy_(bin_region)
 
     def bin_embeddings(self, e1_bins: torch.Tensor) -> torch.Tensor:
         """The decoder's rows (n_bins, k) of the bins' E1 table (n_genome_bins, k)."""
@@ -88,13 +113,15 @@ class StateDecoder(nn.Module):
 
     def forward(self, eos_h: torch.Tensor, bin_e1: torch.Tensor, target_cell: torch.Tensor,
                 target_bin: torch.Tensor, target_state: torch.Tensor, *,
-                sample_rate: float | None = None) -> DecoderOutput:
-        """eos_h (B, C, d) encoder outputs at <eos_c>; bin_e1 (n_bins, k) = E1 rows of the decoder's bins
-        (:meth:`bin_embeddings`); sparse targets (N,) with global bin ids. ``sample_rate`` overrides the
-        config's (training) state-0 sampling."""
+                sample_rate: float | None = None, mlp: DecoderMLP | None = None) -> DecoderOutput:
+        """eos_h (B, R, d) encoder outputs at the R region <eos>; bin_e1 (n_bins, k) = E1 rows of the
+        decoder's bins (:meth:`bin_embeddings`); sparse targets (N,) with global bin ids. ``sample_rate``
+        overrides the config's (training) state-0 sampling; ``mlp`` runs other weights (the contrastive
+        decoder's) on the same bins."""
         n_cells, dev = eos_h.shape[0], eos_h.device
+        mlp = self if mlp is None else mlp
         target_cell, target_bin, target_state = self._local(target_cell, target_bin, target_state)
-        u = self.fc_eos(self.compress(eos_h))  # (B, C, H)
+        u = mlp.fc_eos(mlp.compress(eos_h))  # (B, R, H)
         rate = self.sample_rate if sample_rate is None and self.training else sample_rate
         bins, weight = self._eval_bins(target_bin, rate, dev)  # (n_eval,), (n_eval,) or None
         e1 = bin_e1 if bins is None else bin_e1[bins]  # (n_eval, k)
@@ -113,22 +140,23 @@ class StateDecoder(nn.Module):
             a, b = cuts[i], cuts[i + 1]
             y[t_cell[a:b], pos[a:b] - s] = t_state[a:b]
             col = torch.arange(s, s + n, device=dev)
-            chrom = self.bin_chrom[self.bins[col if bins is None else bins[s : s + n]]]  # (n,)
+            region = self.bin_region[self.bins[col if bins is None else bins[s : s + n]]]  # (n,)
             w = None if weight is None else weight[s : s + n]
             if torch.is_grad_enabled() and (u.requires_grad or e1_chunk.requires_grad):
-                part, h = checkpoint(self._chunk, u, e1_chunk, chrom, y, w, use_reentrant=False)
+                part, h = checkpoint(self._chunk, mlp, u, e1_chunk, region, y, w, use_reentrant=False)
             else:
-                part, h = self._chunk(u, e1_chunk, chrom, y, w)
+                part, h = self._chunk(mlp, u, e1_chunk, region, y, w)
             ce_sum = ce_sum + part
             hist += h
         count = self._counts(n_cells, target_state)
         loss = (self.class_weights * ce_sum).sum() / (self.class_weights * count).sum()
         return DecoderOutput(loss=loss, state_ce_sum=ce_sum.detach(), state_count=count, state_hist=hist)
 
-    def _chunk(self, u, e1_chunk, chrom, y, w):
-        # u (B, C, H); e1_chunk (n, k); chrom (n,); y (B, n); w (n,) importance weights or None
-        pre = u[:, chrom] + self.fc_bin(e1_chunk)  # (B, n, H); the bin part is shared by all cells
-        logits = self.out(F.gelu(pre))  # (B, n, 3)
+    @staticmethod
+    def _chunk(mlp, u, e1_chunk, region, y, w):
+        # u (B, R, H); e1_chunk (n, k); region (n,); y (B, n); w (n,) importance weights or None
+        pre = u[:, region] + mlp.fc_bin(e1_chunk)  # (B, n, H); the bin part is shared by all cells
+        logits = mlp.out(F.gelu(pre))  # (B, n, 3)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="none").view_as(y)  # (B, n)
         if w is not None:
             ce = ce * w
@@ -136,6 +164,13 @@ class StateDecoder(nn.Module):
         with torch.no_grad():
             hist = _log_odds_hist(logits.detach().float(), y, w)
         return part, hist
+
+    def logits(self, eos_h: torch.Tensor, bin_e1: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """(B, n, 3) state logits of the decoder bins ``columns`` (n,) (positions in :attr:`bins`) for
+        eos_h (B, R, d); bin_e1 as in :meth:`forward`. Not chunked: for scoring chosen bins."""
+        u = self.fc_eos(self.compress(eos_h))  # (B, R, H)
+        region = self.bin_region[self.bins[columns]]  # (n,)
+        return self.out(F.gelu(u[:, region] + self.fc_bin(bin_e1[columns])))
 
     def _eval_bins(self, target_bin, rate, dev):
         """Bins to evaluate (None = all) and their importance weights (None = all 1)."""

@@ -42,13 +42,19 @@ class TokenEmbedding(nn.Module):
 
 
 def _check_dna_table(table, config: AtacformerConfig) -> torch.Tensor:
+    """The (vocab_size, dna_dim) table; one aligned to the chromosome-decoder vocabulary of the same bins
+    (no decoder tokens after the bins: bin token ids are the same) gets zero rows for those tokens."""
     table = torch.as_tensor(table, dtype=torch.float32).clone()
+    n_body = 2 + config.n_chroms + config.n_bins  # <pad>, <cls>, chromosome <eos>, bins
+    if table.ndim == 2 and table.shape[0] == n_body < config.vocab_size:
+        table = torch.cat([table, table.new_zeros(config.vocab_size - n_body, table.shape[1])])
     if table.shape != (config.vocab_size, config.dna_dim):
         raise ValueError(
             f"DNA embedding table has shape {tuple(table.shape)}, expected (vocab_size={config.vocab_size}, "
             f"dna_dim={config.dna_dim}); align it to the vocabulary with DNAEmbeddingTable.aligned(vocab)"
         )
     table[: 2 + config.n_chroms] = 0.0  # special tokens have no sequence
+    table[n_body:] = 0.0
     return table
 
 

@@ -1,4 +1,15 @@
-"""The atacFormer model: embeddings → packed encoder → per-chromosome 3-state decoder + <cls> heads."""
+"""The atacFormer model: embeddings → packed encoder → per-region 3-state decoder + <cls> heads.
+
+Decoders (``config.decoder``, see :mod:`atacformer.tokenize.vocab`): the ``<eos>`` outputs of the
+sentence — one per chromosome, per region class or per chromosome × class — or learned cross-attention
+queries (:mod:`.cross_decoder`) feed the 3-state decoder of the bins of their region (:mod:`.decoder`).
+
+Contrastive decoder (``contrastive_decoder_weight > 0``): a second :class:`~.decoder.DecoderMLP` run by
+the same decoder on the *second view's* region outputs predicts, for every (view, bin) pair, whether the
+bin was added from the neighbour (1), dropped from the cell (2) or is unchanged (0) — the design's
+"another decoder is responsible for predicting dropped/added tokens" — with the sparse targets the
+batcher records (:func:`~.batch.view_targets`), the same class weights, chunking and closed-bin sampling.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,7 +27,8 @@ from ..tokenize.vocab import BinVocab
 from .attention import packed_context, padded_context
 from .batch import PackedBatch, PaddedBatch
 from .config import CONFIG_FILE, AtacformerConfig
-from .decoder import StateDecoder
+from .cross_decoder import CrossAttentionDecoder
+from .decoder import DecoderMLP, StateDecoder
 from .encoder import Encoder
 from .heads import ClassifierHead, ProjectionHead, info_nce, masked_cross_entropy
 
@@ -26,7 +39,8 @@ WEIGHTS_FILE = "model.safetensors"
 @dataclass
 class AtacformerOutput:
     loss: torch.Tensor | None  # () weighted sum of the parts below
-    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "state", "cell_type", "organ", "contrastive"
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "state", "cell_type", "organ", "contrastive",
+    # "contrastive_decoder"
     state_ce_sum: torch.Tensor | None = None  # (3,) cross-entropy summed per true state (see state_metrics)
     state_count: torch.Tensor | None = None  # (3,) (cell, bin) pairs per state
     state_hist: torch.Tensor | None = None  # (2, n) histogram of removed-vs-closed log-odds
@@ -49,15 +63,11 @@ class Atacformer(nn.Module):
         self.config = config
         self.attention = attention  # "auto" | "flash" | "segments" | "flex" (packed batches)
         self.encoder = Encoder(config, dna_embeddings)
-        bin_chrom = torch.repeat_interleave(
-            torch.arange(config.n_chroms), torch.tensor([-(-n // config.bin_size) for n in config.chrom_sizes.values()])
-        )
-        if len(bin_chrom) != config.n_bins:
-            raise ValueError(f"config has {config.n_bins} bins but its chrom_sizes give {len(bin_chrom)}")
         if config.decoder_bins == "observed" and not 0 < config.n_decoder_bins <= config.n_bins:
             raise ValueError(f"decoder_bins='observed' needs 1 <= n_decoder_bins <= {config.n_bins}, "
                              f"got {config.n_decoder_bins} (pretrain sets it from the data)")
-        self.decoder = StateDecoder(config, bin_chrom)
+        self.decoder = _build_decoder(config, self.vocab)
+        self.contrastive_decoder = DecoderMLP(config) if config.contrastive_decoder_weight > 0 else None
         self.cell_type_head = self._head(config.n_cell_types)
         self.organ_head = self._head(config.n_organs)
         self.contrastive_head = (ProjectionHead(config.d_model, config.head_hidden, config.contrastive_dim)
@@ -75,6 +85,16 @@ class Atacformer(nn.Module):
     @property
     def bin_offset(self) -> int:
         return 2 + self.config.n_chroms
+
+    @property
+    def state_decoder(self) -> StateDecoder:
+        """The 3-state decoder (of the cross-attention decoder too)."""
+        return self.decoder.states if isinstance(self.decoder, CrossAttentionDecoder) else self.decoder
+
+    def set_region_classes(self, codes) -> None:
+        """Set the region class (0..K-1, K = ``len(config.region_classes)``) of every bin of the genome
+        (``pretrain`` does this from the data; the codes are saved with the weights)."""
+        self.state_decoder.set_regions(torch.from_numpy(self.vocab.bin_regions(codes)), self.vocab.n_regions)
 
     def num_parameters(self, *, trainable_only: bool = True) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
@@ -100,12 +120,13 @@ class Atacformer(nn.Module):
         ``state0_sample_rate`` overrides the config's closed-bin sampling rate for this call (the
         config's rate applies in training mode only; evaluation is exact by default)."""
         c = self.config
+        self._check_batch(batch)
         h = self.encode(batch)  # (T, d)
         cls = h[batch.cls_index.to(h.device)]  # (B, d)
-        eos = h[batch.eos_index.to(h.device)]  # (B, C, d)
-        bin_e1 = self.decoder.bin_embeddings(self.encoder.embed.e1.weight[self.bin_offset:])  # (n_dec_bins, k)
-        dec = self.decoder(eos, bin_e1, batch.target_cell.to(h.device), batch.target_bin.to(h.device),
-                           batch.target_state.to(h.device), sample_rate=state0_sample_rate)
+        bin_e1 = self.bin_embeddings()  # (n_dec_bins, k)
+        dec = self.state_decoder(self.region_outputs(h, batch), bin_e1, batch.target_cell.to(h.device),
+                                 batch.target_bin.to(h.device), batch.target_state.to(h.device),
+                                 sample_rate=state0_sample_rate)
         out = AtacformerOutput(loss=None, losses={"state": dec.loss}, state_ce_sum=dec.state_ce_sum,
                                state_count=dec.state_count, state_hist=dec.state_hist, cell_embedding=cls,
                                hidden_states=h if output_hidden_states else None)
@@ -123,8 +144,57 @@ class Atacformer(nn.Module):
             out.losses["contrastive"] = info_nce(self.contrastive_head(cls), self.contrastive_head(view),
                                                  c.contrastive_temperature)
             loss = loss + c.contrastive_weight * out.losses["contrastive"]
+        if self.contrastive_decoder is not None and batch.view_target_cell is not None:
+            view = self.state_decoder(self.region_outputs(h, batch, view=True), bin_e1,
+                                      batch.view_target_cell.to(h.device), batch.view_target_bin.to(h.device),
+                                      batch.view_target_state.to(h.device), sample_rate=state0_sample_rate,
+                                      mlp=self.contrastive_decoder)
+            out.losses["contrastive_decoder"] = view.loss
+            loss = loss + c.contrastive_decoder_weight * view.loss
         out.loss = loss
         return out
+
+    def bin_embeddings(self) -> torch.Tensor:
+        """E1 rows (n_dec_bins, k) of the decoder's bins."""
+        e1 = self.encoder.embed.e1.weight[self.bin_offset : self.bin_offset + self.config.n_bins]
+        return self.state_decoder.bin_embeddings(e1)
+
+    def region_outputs(self, h: torch.Tensor, batch: PackedBatch, *, view: bool = False) -> torch.Tensor:
+        """(B, R, d) what the decoder reads per region: the sentences' ``<eos>`` outputs, or the
+        cross-attention queries over each sentence; ``view=True``: of the second views."""
+        if not isinstance(self.decoder, CrossAttentionDecoder):
+            index = batch.view_eos_index if view else batch.eos_index
+            return h[index.to(h.device)]
+        if isinstance(batch, PaddedBatch):
+            h = h[batch.attention_mask.to(h.device).flatten()]  # (T, d) real tokens, stream order
+        cu, n = batch.cu_seqlens.to(h.device).long(), batch.num_cells
+        if view:
+            return self.decoder.regions(h[int(cu[n]):], cu[n:] - cu[n])
+        return self.decoder.regions(h, cu[: n + 1])
+
+    def _check_batch(self, batch: PackedBatch) -> None:
+        """The batch's sentences must be the vocabulary's, and class regions set."""
+        eos = self.vocab.eos_ids
+        first = batch.input_ids.flatten()[batch.eos_index[0].to(batch.input_ids.device)].cpu().numpy()
+        if batch.eos_index.shape[1] != len(eos) or not np.array_equal(first, eos):
+            raise ValueError(f"the batch's sentences hold other <eos> tokens ({batch.eos_index.shape[1]} per sentence) "
+                             f"than this model's {self.config.decoder} decoder reads ({self.vocab.n_eos}): "
+                             "collate with model.vocab")
+        if self.config.region_classes and int(self.state_decoder.bin_region.min()) < 0:
+            raise ValueError("the region classes of the bins are not set: pretrain sets them from the data "
+                             "(or call model.set_region_classes(codes))")
+
+    @torch.no_grad()
+    def bin_state_logits(self, batch: PackedBatch, bin_ids) -> torch.Tensor:
+        """(B, n, 3) state logits of the decoder bins ``bin_ids`` (global ids) for the cells of ``batch``."""
+        self._check_batch(batch)
+        dec = self.state_decoder
+        bin_ids = torch.as_tensor(bin_ids, dtype=torch.long, device=self.device)
+        columns = bin_ids if dec.all_bins else torch.searchsorted(dec.bins, bin_ids).clamp_(max=dec.n_bins - 1)
+        if not bool((dec.bins[columns] == bin_ids).all()):
+            raise ValueError("bin_ids must be bins of the decoder (model.state_decoder.bins)")
+        h = self.encode(batch)
+        return dec.logits(self.region_outputs(h, batch), self.bin_embeddings(), columns)
 
     def embed(self, batch: PackedBatch, *, pooling: str = "cls") -> torch.Tensor:
         """Cell embeddings (B, d): the <cls> output, or the mean over each sentence's tokens."""
@@ -176,7 +246,8 @@ class Atacformer(nn.Module):
                 raise ValueError(f"{directory}: not an atacformer model directory (no {name})")
         config = AtacformerConfig.load(directory / CONFIG_FILE)
         if (directory / "vocab.json").exists():
-            BinVocab.load(directory, genome=config.genome, bin_size=config.bin_size)
+            BinVocab.load(directory, genome=config.genome, bin_size=config.bin_size, decoder=config.decoder,
+                          region_classes=config.region_classes)
         try:
             model = cls(config, attention=attention)
         except (TypeError, ValueError, RuntimeError, AssertionError) as err:
@@ -207,3 +278,17 @@ def _check_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path)
         raise ValueError(f"{path}: weights do not match config.json (shape in file vs config: {wrong[:3]}; "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}); was config.json edited?")
     model.load_state_dict(state, strict=True)
+
+
+def _build_decoder(config: AtacformerConfig, vocab: BinVocab) -> StateDecoder | CrossAttentionDecoder:
+    """The decoder of ``config.decoder``; with region classes the per-bin regions start unset (-1)."""
+    regions = torch.zeros(vocab.n_bins, dtype=torch.long) if vocab.region_classes else \
+        torch.from_numpy(vocab.bin_regions())
+    if config.decoder == "cross-attention":
+        decoder = CrossAttentionDecoder(config, regions, n_regions=vocab.n_regions)
+        states = decoder.states
+    else:
+        decoder = states = StateDecoder(config, regions)
+    if vocab.region_classes:
+        states.bin_region.fill_(-1)
+    return decoder

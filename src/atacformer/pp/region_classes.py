@@ -232,7 +232,10 @@ def builtin_annotation(genome: Genome) -> tuple[pd.DataFrame, tuple[str, ...]] |
     ref = get_genome(name).chrom_sizes
     if any(ref.get(c) != n for c, n in genome.chrom_sizes.items()):
         return None
-    return _read_builtin(name)
+    runs, classes = _read_builtin(name)
+    if len(genome.chrom_sizes) < len(ref):  # a subset of the chromosomes: only their runs
+        runs = runs[runs["chrom"].isin(list(genome.chrom_sizes))].reset_index(drop=True)
+    return runs, classes
 
 
 @lru_cache(maxsize=3)

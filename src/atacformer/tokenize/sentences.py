@@ -1,7 +1,18 @@
-"""Cell sentences: ``<cls>  bins(chr1)  <eos_1>  bins(chr2)  <eos_2> … <eos_C>``.
+"""Cell sentences, by the vocabulary's decoder (:mod:`.vocab`):
 
-Every ``<eos_c>`` is present even when chromosome c has no open bin. Cells with more open bins than
-fit in ``max_length`` are subsampled without replacement (seeded), genomic order kept.
+* ``chromosome``: ``<cls>  bins(chr1)  <eos_1>  bins(chr2)  <eos_2> … <eos_C>``;
+* ``region-class`` / ``class-x-chromosome``: ``<cls>  bins (genomic order)  <eos_1> … <eos_R>``, the
+  R region tokens after the bins, in region order;
+* ``cross-attention``: ``<cls>  bins`` (the decoder's queries are not tokens).
+
+Every ``<eos>`` is present even when its region has no open bin. Cells with more open bins than fit in
+``max_length`` are subsampled without replacement (seeded), genomic order kept.
+
+Why the class tokens sit at the end: the encoder adds no positional encoding (a sentence is a set), so
+a token's place carries no information and any layout gives the same model; the bins then stay in
+genomic order exactly as for the chromosome decoder (same subsample for the same seed, same corpus),
+and the ``<eos>`` positions are fixed offsets from the end of the sentence. Interleaving them by class
+would reorder the bins by class, which no part of the model could see either.
 """
 
 from __future__ import annotations
@@ -31,8 +42,8 @@ def cell_sentence(
 ) -> np.ndarray:
     """Token ids of one cell's sentence from its open global bin ids (any order, duplicates allowed).
 
-    Returns an int64 array of length ``1 + n_open + C`` (at most ``max_length``)."""
-    n_fixed = 1 + vocab.n_chroms
+    Returns an int64 array of length ``1 + n_open + vocab.n_eos`` (at most ``max_length``)."""
+    n_fixed = 1 + vocab.n_eos
     if max_length <= n_fixed:
         raise ValueError(f"max_length={max_length} leaves no room for bins ({n_fixed} special tokens)")
     bins = np.unique(np.asarray(bin_ids, dtype=np.int64))  # sorted = genomic order
@@ -41,6 +52,8 @@ def cell_sentence(
     if len(bins) > max_length - n_fixed:
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         bins = subsample_bins(bins, max_length - n_fixed, rng)
+    if vocab.decoder != "chromosome":
+        return np.concatenate([[vocab.cls_id], vocab.bin_to_token(bins), vocab.eos_ids]).astype(np.int64)
     chrom = vocab.bins.chrom_of(bins)
     counts = np.bincount(chrom, minlength=vocab.n_chroms)
     eos_pos = np.cumsum(counts + 1)  # position of <eos_c> (the <cls> at 0 shifts everything by one)

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..models import Atacformer, PackedBatch, collate_cells
@@ -93,8 +94,12 @@ def cell_rng(bin_ids: np.ndarray, seed: int = 0) -> np.random.Generator:
 
 def adata_cells(adata, model: Atacformer) -> list[dict]:
     """``{"bin_ids": open global bin ids}`` per cell of a cells × bins AnnData; a clear error when the
-    data's genome, bin size or chromosome set differ from the model's."""
+    data's genome, bin size or chromosome set differ from the model's, or (a model with region classes)
+    when ``var['region_class']`` holds another class set."""
     model.check_data(adata.uns, what="AnnData")
+    if model.config.region_classes and "region_class" in adata.var:
+        model.vocab.check_region_classes(pd.Categorical(adata.var["region_class"]).categories,
+                                         what="AnnData var['region_class']")
     sizes = adata.uns.get("chrom_sizes")
     if sizes is not None and {str(k): int(v) for k, v in dict(sizes).items()} != model.config.chrom_sizes:
         raise ValueError(

@@ -275,9 +275,19 @@ class AtacformerDataModule(L.LightningDataModule):
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
     # ---------------------------------------------------------------- Lightning hooks
+    def use_vocab(self, vocab: BinVocab) -> None:
+        """Make sentences for ``vocab`` (the model's: its decoder's ``<eos>`` tokens), which must hold the
+        same bins as the data's."""
+        if vocab.bin_size != self.vocab.bin_size or dict(vocab.genome.chrom_sizes) != dict(self.vocab.genome.chrom_sizes):
+            raise ValueError(f"the model's vocabulary ({vocab}) has other bins than the data's ({self.vocab})")
+        self.vocab = vocab
+
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+            vocab = getattr(getattr(self.trainer.lightning_module, "model", None), "vocab", None)
+            if isinstance(vocab, BinVocab):  # sentences with the model's <eos> tokens
+                self.use_vocab(vocab)
 
     def _source(self, train: bool):
         opts = dict(seed=self.seed, rank=self.rank, world_size=self.world_size, shuffle=train)
@@ -293,7 +303,7 @@ class AtacformerDataModule(L.LightningDataModule):
         fill the token budget at the mean sentence length."""
         if self.batch_size is not None:
             return self.batch_size
-        mean_len = 1 + float(np.diff(self._cells.X.indptr).mean()) + self.vocab.n_chroms
+        mean_len = 1 + float(np.diff(self._cells.X.indptr).mean()) + self.vocab.n_eos
         return max(1, int(self.max_tokens // min(mean_len, self.max_length)))
 
     def train_matrix(self) -> sp.csr_matrix | None:
@@ -311,7 +321,7 @@ class AtacformerDataModule(L.LightningDataModule):
         batch = self.batch if train else (self.val_batch or dataclasses.replace(self.batch, keep=None))
         collate = functools.partial(_collate, vocab=self.vocab, batch=batch, max_length=self.max_length)
         stream = PackedBatchStream(
-            self._source(train), collate, n_chroms=self.vocab.n_chroms, max_length=self.max_length,
+            self._source(train), collate, n_chroms=self.vocab.n_eos, max_length=self.max_length,
             max_tokens=self.max_tokens, batch_size=self.batch_size, seed=self.seed + (0 if train else 1),
             rank=self.rank, endless=train,
             shuffle_buffer=self.shuffle_buffer if train and self.groups is None else 0,  # keep the blocks

@@ -20,11 +20,22 @@ from pathlib import Path
 import anndata as ad
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 
 from ..models import Atacformer, AtacformerConfig
+from ..pp import region_classes
+from ..tokenize.sources import global_columns
+from ..tokenize.vocab import CLASS_DECODERS
 from .data import AtacformerDataModule
-from .engine import check_resume, fingerprint, fit, load_checkpoint, prepare_out_dir, resume_path
+from .engine import (
+    check_resume,
+    fingerprint,
+    fit,
+    load_checkpoint,
+    prepare_out_dir,
+    resume_path,
+)
 from .plans import PretrainPlan
 from .priors import balanced_state_weights, grouped_neighbors, svd_bin_embeddings
 from .recipes import PretrainRecipe
@@ -32,14 +43,51 @@ from .recipes import PretrainRecipe
 log = logging.getLogger(__name__)
 
 
+def region_classes_of(data: AtacformerDataModule, recipe: PretrainRecipe) -> tuple[list[str], np.ndarray] | None:
+    """(class names, (n_bins,) class code of every bin of the genome) for the recipe's decoder, or None.
+
+    ``recipe.region_classes``: a classes file (:func:`atacformer.pp.region_classes`: BED, HOMER output
+    or bin TSV), ``"annotation"`` (``var['region_class']`` of an in-memory input — bins not in ``var``
+    get its last category, the background — else the genome's built-in gene annotation), or None:
+    ``"annotation"`` for the class decoders, no classes for ``chromosome``/``cross-attention``."""
+    decoder = recipe.model.get("decoder", "chromosome")
+    source = recipe.region_classes or ("annotation" if decoder in CLASS_DECODERS else None)
+    if source is None:
+        return None
+    if decoder == "chromosome":
+        raise ValueError(f"region_classes={source!r}: the chromosome decoder uses no region classes "
+                         "(choose decoder='region-class', 'class-x-chromosome' or 'cross-attention')")
+    bins = data.vocab.bins
+    var = None if data.adata is None else data.adata.var
+    if source == "annotation" and var is not None and "region_class" in var:
+        col = pd.Categorical(var["region_class"])
+        if (col.codes < 0).any():
+            raise ValueError(f"var['region_class'] has {int((col.codes < 0).sum())} missing values")
+        cols = global_columns(var, bins, "training AnnData")
+        cols = np.arange(bins.n_bins) if cols is None else cols
+        codes = np.full(bins.n_bins, len(col.categories) - 1, dtype=np.int64)
+        codes[cols] = col.codes
+        return [str(c) for c in col.categories], codes
+    table = region_classes(bins.genome, bins.bin_size, None if source == "annotation" else source)
+    if var is not None and "region_class" in var:  # the data's classes must be the model's
+        table_vocab = data.vocab.with_decoder("region-class", list(table.cat.categories))
+        table_vocab.check_region_classes(pd.Categorical(var["region_class"]).categories,
+                                         what=f"training AnnData var['region_class'] (classes from {source})")
+    return [str(c) for c in table.cat.categories], table.cat.codes.to_numpy().astype(np.int64)
+
+
 def build_config(data: AtacformerDataModule, recipe: PretrainRecipe) -> AtacformerConfig:
     """The model config for this data: the recipe's preset and overrides, the data's vocabulary and
-    label heads, and the data-derived fields: ``n_decoder_bins`` (``decoder_bins="observed"``: bins open
-    in ≥ 1 training cell) and, for ``state_class_weights="auto"``, :func:`balanced_state_weights`."""
+    label heads, and the data-derived fields: ``region_classes`` (:func:`region_classes_of`),
+    ``n_decoder_bins`` (``decoder_bins="observed"``: bins open in ≥ 1 training cell) and, for
+    ``state_class_weights="auto"``, :func:`balanced_state_weights`."""
     labels = {}
     for kind in ("cell_type", "organ"):
         if kind in data.label_names:
             labels.update({f"n_{kind}s": len(data.label_names[kind]), f"{kind}_names": data.label_names[kind]})
+    classes = region_classes_of(data, recipe)
+    if classes is not None:
+        labels["region_classes"] = classes[0]
     config = AtacformerConfig.from_preset(recipe.preset, data.vocab, **{**labels, **recipe.model})
     weights = recipe.state_class_weights
     if config.decoder_bins == "observed" or weights == "auto":
@@ -59,11 +107,17 @@ def build_config(data: AtacformerDataModule, recipe: PretrainRecipe) -> Atacform
 
 
 def init_from_data(model: Atacformer, data: AtacformerDataModule, recipe: PretrainRecipe) -> None:
-    """Set the data-derived parts of a new model: the decoder's observed bins and (``e1_init="svd"``,
-    in-memory inputs) the E1 rows of the observed bins from :func:`svd_bin_embeddings`."""
+    """Set the data-derived parts of a new model: the decoder's observed bins, the region class of every
+    bin (class decoders) and (``e1_init="svd"``, in-memory inputs) the E1 rows of the observed bins from
+    :func:`svd_bin_embeddings`."""
     if model.config.decoder_bins == "observed":
         counts, _ = data.bin_open_counts()
-        model.decoder.set_bins(torch.from_numpy(np.flatnonzero(counts > 0)))
+        model.state_decoder.set_bins(torch.from_numpy(np.flatnonzero(counts > 0)))
+    if model.config.region_classes:
+        names, codes = region_classes_of(data, recipe)
+        if names != model.config.region_classes:
+            raise ValueError(f"the data's region classes {names} are not the config's {model.config.region_classes}")
+        model.set_region_classes(codes)
     X = data.train_matrix()
     if recipe.e1_init == "svd" and X is None:
         log.info("e1_init='svd' needs in-memory cells; corpus folders start from a random bin table")
@@ -112,6 +166,7 @@ def pretrain(
     resume: str | Path | None = None,
     overwrite: bool = False,
     trainer_kwargs: dict | None = None,
+    callbacks: Sequence = (),
 ) -> Atacformer:
     """Pretrain an Atacformer and save it to ``out_dir`` (layout in the module docstring).
 
@@ -136,6 +191,8 @@ def pretrain(
     trainer_kwargs
         ``lightning.Trainer`` options: ``devices``, ``num_nodes``, ``strategy`` (``"ddp"``/``"fsdp"``),
         ``accelerator``, ``precision`` (bf16 autocast by default on GPU).
+    callbacks
+        Extra Lightning callbacks (e.g. a step timer).
 
     Returns
     -------
@@ -149,7 +206,8 @@ def pretrain(
     data = AtacformerDataModule(inputs, data=recipe.data, batch=recipe.batch, val_inputs=val_inputs, seed=recipe.seed)
     config, run_info = _config_and_identity(data, recipe, ckpt_path)
     data.max_length = config.max_length
-    if config.contrastive_weight == 0:  # no contrastive loss: no second views to build
+    data.use_vocab(config.vocab())  # sentences with the decoder's <eos> tokens
+    if config.contrastive_weight == 0 and config.contrastive_decoder_weight == 0:  # no second views to build
         data.batch = dataclasses.replace(data.batch, contrastive_drop=None)
     else:
         set_view_neighbors(data, recipe)
@@ -159,7 +217,7 @@ def pretrain(
     plan = PretrainPlan(model, optimizer=dataclasses.replace(recipe.optimizer, lr=recipe.lr),
                         max_steps=recipe.trainer.max_steps, seed=recipe.seed,
                         run_info={**run_info, "config": config.to_dict()})
-    trainer = fit(plan, data, out_dir=out_dir, settings=recipe.trainer, resume=ckpt_path,
+    trainer = fit(plan, data, out_dir=out_dir, settings=recipe.trainer, resume=ckpt_path, callbacks=callbacks,
                   trainer_kwargs=trainer_kwargs)
     return _saved(trainer, config, dna_embeddings, out_dir)
 

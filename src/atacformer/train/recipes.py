@@ -66,6 +66,11 @@ class PretrainRecipe(_Recipe):
         inputs; corpus folders fall back to ``"random"``).
     state_class_weights
         ``"auto"`` = balanced from the closed:open ratio of the training cells, or 3 numbers.
+    region_classes
+        Region classes of the bins for ``model["decoder"]`` ``region-class``/``class-x-chromosome``/
+        ``cross-attention``: a classes file (BED, HOMER output or bin TSV), ``"annotation"``
+        (``var['region_class']`` of the input, else the genome's built-in gene annotation), or None
+        (``"annotation"`` for the class decoders; the cross-attention decoder then queries chromosomes).
     closed_bins_per_cell
         Cost bound of the masked-bin loss: when the decoder has more bins than this, its closed bins are
         importance-sampled (unbiased) at ``closed_bins_per_cell / n_decoder_bins`` per training step (the
@@ -87,6 +92,7 @@ class PretrainRecipe(_Recipe):
     n_neighbors: int = 10
     e1_init: str = "svd"
     state_class_weights: str | tuple[float, float, float] = "auto"
+    region_classes: str | None = None
     closed_bins_per_cell: int | None = 20_000
     seed: int = 0
 

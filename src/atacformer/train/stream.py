@@ -23,7 +23,8 @@ CellSource = Callable[[int], Iterator[dict]]  # epoch -> this worker's cells for
 
 
 def sentence_length(cell: dict, n_chroms: int, max_length: int) -> int:
-    """Tokens the cell's sentence takes before masking: ``<cls>`` + open bins + one ``<eos>`` per chromosome."""
+    """Tokens the cell's sentence takes before masking: ``<cls>`` + open bins + ``n_chroms`` ``<eos>`` (one per
+    region of the decoder: ``BinVocab.n_eos``)."""
     return min(1 + len(cell["bin_ids"]) + n_chroms, max_length)
 
 
