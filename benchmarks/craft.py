@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,6 +36,9 @@ from atacformer.metrics.alignment import (
     retrieval,
 )
 from atacformer.metrics.labels import accuracy, knn_predict, macro_f1
+from atacformer.tl.craft import craft_embed, craft_train, impute_rna
+from atacformer.train import PretrainRecipe, pretrain
+from atacformer.train.craft import CraftRecipe
 from atacformer.tl.gene_activity import (
     PCA,
     fit_cca,
@@ -45,6 +51,13 @@ from atacformer.tl.gene_activity import (
 )
 
 LABELS = {"coarse": "cell_type_coarse", "fine": "cell_type"}
+#: CRAFT variants measured against each other: (RNA encoder, imputation likelihood) changes of the recipe
+VARIANTS = {
+    "mlp-nb": {},
+    "tokens-nb": {"rna": {"kind": "tokens", "d_model": 64, "d_ff": 128, "n_heads": 4, "max_genes": 128}},
+    "mlp-poisson": {"likelihood": "poisson"},
+    "mlp-mse": {"likelihood": "mse"},
+}
 
 
 def alignment_row(method: str, atac_emb: np.ndarray, rna_emb: np.ndarray) -> dict:
@@ -107,6 +120,54 @@ def baselines(d: dict, *, n_lsi: int = 30, n_pca: int = 30, n_cca: int = 20) -> 
     return align, impute, labels, info
 
 
+def pretrain_encoder(d: dict, *, steps: int, out_dir: Path, seed: int = 0):
+    """The ATAC encoder every CRAFT variant starts from: the recipe's on-the-fly pretraining (tiny preset)
+    on the training libraries' ATAC cells only, one library per batch."""
+    recipe = CraftRecipe().pretrain.replace(trainer={"max_steps": steps, "log_every_n_steps": 25, "progress_bar": False},
+                                            data={"batch_key": "batch"}, seed=seed)
+    return pretrain(d["atac"][d["train"]], out_dir=out_dir, recipe=recipe, overwrite=True)
+
+
+def craft_rows(name: str, d: dict, encoder, recipe: CraftRecipe, out_dir: Path) -> tuple[dict, dict, dict]:
+    """Train CRAFT on the training libraries; score it on the held-out ones like the baselines."""
+    tr, te = d["train"], d["test"]
+    craft = craft_train(d["atac"][tr], d["rna"][tr], model=encoder, recipe=recipe, out_dir=out_dir, overwrite=True)
+    atac_te, rna_te, rna_tr = d["atac"][te].copy(), d["rna"][te].copy(), d["rna"][tr].copy()
+    for adata, modality in ((atac_te, "atac"), (rna_te, "rna"), (rna_tr, "rna")):
+        craft_embed(adata, craft, modality=modality)
+    imputed = impute_rna(atac_te, craft)
+    full = np.zeros_like(d["Y"][te])
+    full[:, d["rna"].var_names.get_indexer(imputed.var_names)] = imputed.X  # genes never seen in training: 0
+    method = f"CRAFT ({name})"
+    return (alignment_row(method, atac_te.obsm["X_craft"], rna_te.obsm["X_craft"]),
+            imputation_row(method, full, d["Y"][te]),
+            label_row(method, rna_tr.obsm["X_craft"], rna_tr.obs, atac_te.obsm["X_craft"], atac_te.obs))
+
+
+def run_craft(d: dict, variants: list[str], *, steps: int | None, pretrain_steps: int, seed: int = 0
+              ) -> tuple[list, list, list, dict]:
+    """Pretrain the ATAC encoder once, then train and score each CRAFT variant from it."""
+    align, impute, labels, seconds = [], [], [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        encoder = pretrain_encoder(d, steps=pretrain_steps, out_dir=Path(tmp) / "pretrain", seed=seed)
+        seconds["pretrain"] = round(time.perf_counter() - t, 1)
+        for name in variants:
+            recipe = CraftRecipe(seed=seed).replace(model=VARIANTS[name], trainer={"progress_bar": False,
+                                                                                   "ckpt_every_n_steps": None})
+            if steps is not None:
+                recipe = recipe.replace(trainer={"max_steps": steps})
+            t = time.perf_counter()
+            rows = craft_rows(name, d, encoder, recipe, Path(tmp) / name)
+            seconds[name] = round(time.perf_counter() - t, 1)
+            for table, row in zip((align, impute, labels), rows):
+                table.append(row)
+            print(f"{name}: {seconds[name]} s  " + "  ".join(f"{k} {v:.3f}" for k, v in
+                  {"FOSCTTM": rows[0]["FOSCTTM"], "per-gene r": rows[1]["per-gene r"],
+                   "coarse F1": rows[2]["coarse macro-F1"], "fine F1": rows[2]["fine macro-F1"]}.items()), flush=True)
+    return align, impute, labels, seconds
+
+
 def show(title: str, rows: list[dict]) -> None:
     print(f"\n### {title}\n")
     print(to_markdown(pd.DataFrame(rows).set_index("method")))
@@ -115,18 +176,20 @@ def show(title: str, rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--test-libraries", default="09G,09H", help="held-out libraries (comma-separated)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"CRAFT variants ({', '.join(VARIANTS)})")
+    parser.add_argument("--steps", type=int, help="CRAFT training steps (default: the recipe's)")
+    parser.add_argument("--pretrain-steps", type=int, default=300, help="ATAC encoder pretraining steps")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", help="also write the tables as JSON here")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     t0 = time.perf_counter()
     d = load(args.test_libraries.split(","))
     align, impute, labels, info = baselines(d)
-    # ------------------------------------------------------------------------------------------------------
-    # CRAFT goes here once atacformer.train.engine has the CRAFT plan (tl.craft_train): train on
-    # d["atac"][d["train"]] / d["rna"][d["train"]], then append to the same tables, on the same cells:
-    #   align.append(alignment_row("CRAFT", craft_embed(atac test, "atac"), craft_embed(rna test, "rna")))
-    #   impute.append(imputation_row("CRAFT", impute_rna(atac test), d["Y"][d["test"]]))
-    #   labels.append(label_row("CRAFT", rna-train joint embedding, obs train, atac-test joint embedding, obs test))
-    # ------------------------------------------------------------------------------------------------------
+    c_align, c_impute, c_labels, seconds = run_craft(d, args.variants.split(","), steps=args.steps,
+                                                     pretrain_steps=args.pretrain_steps, seed=args.seed)
+    align, impute, labels = align + c_align, impute + c_impute, labels + c_labels
+    info["seconds"] = seconds
     n_tr, n_te = int(d["train"].sum()), int(d["test"].sum())
     print(f"SNARE-seq cortex: {n_tr} training cells ({', '.join(sorted(d['atac'].obs['batch'][d['train']].unique()))}),"
           f" {n_te} held-out cells ({args.test_libraries}); {d['rna'].n_vars} genes; {info}")
