@@ -37,8 +37,6 @@ from atacformer.metrics.alignment import (
 )
 from atacformer.metrics.labels import accuracy, knn_predict, macro_f1
 from atacformer.tl.craft import craft_embed, craft_train, impute_rna
-from atacformer.train import PretrainRecipe, pretrain
-from atacformer.train.craft import CraftRecipe
 from atacformer.tl.gene_activity import (
     PCA,
     fit_cca,
@@ -49,6 +47,8 @@ from atacformer.tl.gene_activity import (
     log_normalize,
     ridge_impute,
 )
+from atacformer.train import pretrain
+from atacformer.train.craft import CraftRecipe
 
 LABELS = {"coarse": "cell_type_coarse", "fine": "cell_type"}
 #: CRAFT variants measured against each other: (RNA encoder, imputation likelihood) changes of the recipe
@@ -124,7 +124,7 @@ def pretrain_encoder(d: dict, *, steps: int, out_dir: Path, seed: int = 0):
     """The ATAC encoder every CRAFT variant starts from: the recipe's on-the-fly pretraining (tiny preset)
     on the training libraries' ATAC cells only, one library per batch."""
     recipe = CraftRecipe().pretrain.replace(trainer={"max_steps": steps, "log_every_n_steps": 25, "progress_bar": False},
-                                            data={"batch_key": "batch"}, seed=seed)
+                                            data={"batch_key": "batch", "batch_size": 32}, seed=seed)
     return pretrain(d["atac"][d["train"]], out_dir=out_dir, recipe=recipe, overwrite=True)
 
 

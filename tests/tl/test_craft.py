@@ -12,7 +12,14 @@ from atacformer._snareseq import snareseq
 from atacformer.io.regions import read_region_matrix
 from atacformer.models import Atacformer, AtacformerConfig
 from atacformer.models.craft import CraftModel
-from atacformer.tl.craft import atac_bins, craft_embed, craft_train, impute_rna, pair_cells, transfer_labels
+from atacformer.tl.craft import (
+    atac_bins,
+    craft_embed,
+    craft_train,
+    impute_rna,
+    pair_cells,
+    transfer_labels,
+)
 from atacformer.tokenize.vocab import BinVocab
 from atacformer.train import read_metrics, weights_digest
 from atacformer.train.craft import CraftRecipe
@@ -77,8 +84,8 @@ def test_embed_impute_transfer_shapes_keys_and_save_load(trained, pairs):
     assert transfer_labels(query, rna, craft, labels_key="cell_type_coarse", n_neighbors=5, threshold=0.0) is None
     classes = sorted(rna.obs["cell_type_coarse"].astype(str).unique())
     assert set(query.obs["craft_label"].astype(str)) <= set(classes)
-    conf = query.obs["craft_label_confidence"].to_numpy()
-    assert ((conf > 0) & (conf <= 1)).all() and query.obsm["craft_label_probs"].shape == (N_CELLS, len(classes))
+    conf = query.obs["craft_confidence"].to_numpy()
+    assert ((conf > 0) & (conf <= 1)).all() and query.obsm["craft_probs"].shape == (N_CELLS, len(classes))
     strict = transfer_labels(regions, rna, craft, labels_key="cell_type_coarse", n_neighbors=5, threshold=1.0,
                              copy=True)
     unknown = strict.obs["craft_label"].astype(str) == "unknown"

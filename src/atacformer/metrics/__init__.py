@@ -5,6 +5,7 @@ batch ASW, cell-type ASW, graph connectivity), and the LSI / spectral baselines 
 bins as the model.
 """
 
+from .alignment import foscttm, pearson_per_cell, pearson_per_gene, retrieval
 from .baselines import lsi, spectral, tfidf
 from .batch import (
     batch_asw,
@@ -25,6 +26,7 @@ __all__ = [
     "celltype_asw",
     "evaluate",
     "evaluate_embedding",
+    "foscttm",
     "graph_connectivity",
     "ilisi",
     "kbet",
@@ -35,6 +37,9 @@ __all__ = [
     "lsi",
     "macro_f1",
     "nmi",
+    "pearson_per_cell",
+    "pearson_per_gene",
+    "retrieval",
     "spectral",
     "tfidf",
     "to_markdown",

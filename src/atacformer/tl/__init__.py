@@ -9,6 +9,7 @@ lsi/spectral baselines.
 from ..metrics.baselines import lsi, spectral
 from .annotate import annotate, finetune
 from .cluster import cluster, umap
+from .craft import craft_embed, craft_train, impute_rna, transfer_labels
 from .embed import embed
 from .integrate import integrate, integrate_model, map_query
 from .mnn import mnn_correct
@@ -20,6 +21,7 @@ from .regions import (
 )
 
 __all__ = [
-    "annotate", "annotate_bins", "cluster", "embed", "finetune", "integrate", "integrate_model", "lsi", "map_query",
-    "mnn_correct", "region_embeddings", "specific_regions", "spectral", "umap", "unannotated_promoters",
+    "annotate", "annotate_bins", "cluster", "craft_embed", "craft_train", "embed", "finetune", "impute_rna",
+    "integrate", "integrate_model", "lsi", "map_query", "mnn_correct", "region_embeddings", "specific_regions", "spectral", "transfer_labels", "umap",
+    "unannotated_promoters",
 ]

@@ -60,8 +60,12 @@ def atac_bins(adata: ad.AnnData, atac: Atacformer, *, what: str = "ATAC data") -
 def rna_counts(rna: ad.AnnData, genes: GeneVocab, *, what: str = "RNA data") -> tuple[sp.csr_matrix, dict]:
     """Raw counts of ``rna`` (``layers['counts']`` when present, else ``X``) in the CRAFT gene order and
     the alignment report (``n_shared``, ``n_missing``, ``missing``: missing genes are zeros)."""
-    X = rna.layers["counts"] if "counts" in rna.layers else rna.X
-    return genes.align(X, rna.var_names, what=what)
+    return genes.align(raw_counts(rna), rna.var_names, what=what)
+
+
+def raw_counts(rna: ad.AnnData):
+    """``rna.layers['counts']`` when present (the scanpy convention once X is normalised), else ``rna.X``."""
+    return rna.layers.get("counts", rna.X)
 
 
 def pair_cells(atac: ad.AnnData, rna: ad.AnnData) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +167,7 @@ def craft_train(
         encoder = _atac_model(model, atac[atac_rows], recipe, run, reuse=resume is not None,
                               trainer_kwargs=trainer_kwargs)
         bins = atac_bins(atac, encoder)[atac_rows]
-        X = sp.csr_matrix((rna.layers["counts"] if "counts" in rna.layers else rna.X)[rna_rows])
+        X = sp.csr_matrix(raw_counts(rna)[rna_rows])
         genes = GeneVocab(_training_genes(X, rna.var_names))
         counts, _ = genes.align(X, rna.var_names)
         torch.manual_seed(recipe.seed)  # the new parts' initialisation
@@ -322,9 +326,9 @@ def transfer_labels(
 
     Returns
     -------
-    None (or the copy). Sets ``obs[key_added]`` (label or "unknown"), ``obs[key_added + "_confidence"]``
-    (vote share of the label), ``obsm[key_added + "_probs"]`` and ``uns[key_added]`` (classes, parameters,
-    reference gene report).
+    None (or the copy). Sets ``obs[key_added]`` (label or "unknown") and, with ``base`` = ``key_added``
+    less a trailing ``"_label"`` (``"craft"`` by default), ``obs[base + "_confidence"]`` (vote share of the
+    label), ``obsm[base + "_probs"]``; ``uns[key_added]`` (classes, parameters, reference gene report).
     """
     if labels_key not in reference_rna.obs:
         raise ValueError(f"reference_rna.obs has no {labels_key!r} column (have: {list(reference_rna.obs.columns)})")
@@ -343,8 +347,9 @@ def transfer_labels(
     label = np.array(classes, dtype=object)[probs.argmax(1)]
     label[conf < threshold] = "unknown"
     adata.obs[key_added] = pd.Categorical(label)
-    adata.obs[f"{key_added}_confidence"] = conf
-    adata.obsm[f"{key_added}_probs"] = probs
+    base = key_added.removesuffix("_label")
+    adata.obs[f"{base}_confidence"] = conf
+    adata.obsm[f"{base}_probs"] = probs
     adata.uns[key_added] = {"classes": classes, "labels_key": labels_key, "n_neighbors": int(n_neighbors),
                             "threshold": float(threshold), "reference_genes": report}
     return adata if copy else None
