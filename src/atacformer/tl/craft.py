@@ -208,8 +208,9 @@ def _encode_atac(craft: CraftModel, adata: ad.AnnData, *, batch_size: int, imput
 
 
 @torch.inference_mode()
-def _encode_rna(craft: CraftModel, adata: ad.AnnData, *, batch_size: int) -> tuple[np.ndarray, dict]:
-    """(n_cells, D) joint-space embeddings of RNA cells and the gene-alignment report."""
+def _encode_rna(craft: CraftModel, adata: ad.AnnData, *, batch_size: int) -> tuple[np.ndarray, sp.csr_matrix, dict]:
+    """(n_cells, D) joint-space embeddings of RNA cells, their counts in the CRAFT gene order and the
+    gene-alignment report."""
     was = craft.training
     craft.eval()
     counts, report = rna_counts(adata, craft.genes)
@@ -220,7 +221,7 @@ def _encode_rna(craft: CraftModel, adata: ad.AnnData, *, batch_size: int) -> tup
             out[s:s + batch_size] = craft.embed_rna(chunk).float().cpu().numpy()
     finally:
         craft.train(was)
-    return out, report
+    return out, counts, report
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -263,15 +264,36 @@ def craft_embed(adata: ad.AnnData, craft: CraftModel | str | Path, *, modality: 
         emb = _encode_atac(craft, adata, batch_size=batch_size)
         info.update(genome=craft.atac.config.genome, bin_size=craft.atac.config.bin_size)
     else:
-        emb, report = _encode_rna(craft, adata, batch_size=batch_size)
+        emb, _, report = _encode_rna(craft, adata, batch_size=batch_size)
         info["genes"] = {k: v for k, v in report.items()}
     adata.obsm[key_added] = emb
     adata.uns[key_added] = info
     return adata if copy else None
 
 
-def impute_rna(atac: ad.AnnData, craft: CraftModel | str | Path, *, batch_size: int = 256) -> ad.AnnData:
-    """RNA expression imputed from ATAC alone by the CRAFT imputation head.
+def _log_normalized(counts: sp.csr_matrix, scale_factor: float) -> sp.csr_matrix:
+    """Sparse log1p(counts / library size · scale_factor) (empty cells stay 0)."""
+    lib = np.asarray(counts.sum(1)).ravel()
+    out = (sp.diags(np.divide(scale_factor, lib, out=np.zeros_like(lib), where=lib > 0)) @ counts).tocsr()
+    out.data = np.log1p(out.data)
+    return out
+
+
+def _knn_mean(ref: np.ndarray, values: sp.csr_matrix, query: np.ndarray, n_neighbors: int) -> np.ndarray:
+    """(n_query, G) mean of ``values`` rows over each query's ``n_neighbors`` nearest ``ref`` rows (cosine)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(n_neighbors, len(ref))
+    idx = NearestNeighbors(n_neighbors=k).fit(ref).kneighbors(query, return_distance=False)  # (n, k), unit rows
+    W = sp.csr_matrix((np.full(idx.size, 1.0 / k), (np.repeat(np.arange(len(query)), k), idx.ravel())),
+                      shape=(len(query), len(ref)))
+    return np.asarray((W @ values).todense(), dtype=np.float32)
+
+
+def impute_rna(atac: ad.AnnData, craft: CraftModel | str | Path, *, reference: ad.AnnData | None = None,
+               n_neighbors: int = 15, batch_size: int = 256) -> ad.AnnData:
+    """RNA expression imputed from ATAC: by the CRAFT imputation head, or from an RNA reference through
+    the joint space.
 
     Parameters
     ----------
@@ -279,20 +301,35 @@ def impute_rna(atac: ad.AnnData, craft: CraftModel | str | Path, *, batch_size: 
         Cells × bins or peaks (not changed).
     craft
         A :class:`~atacformer.models.craft.CraftModel` or its directory.
+    reference
+        None = the imputation head. An RNA AnnData (cells × genes raw counts, e.g. the training cells) =
+        each ATAC cell gets the mean log-normalised expression of its ``n_neighbors`` nearest reference
+        cells in the joint space (cosine). Not changed.
+    n_neighbors
+        Reference neighbours per cell (with ``reference``).
     batch_size
         Cells per forward pass.
 
     Returns
     -------
     New AnnData cells × CRAFT genes: ``X`` = imputed log1p(counts / library size · scale_factor)
-    (float32, dense), ``obs`` copied (same ``obs_names``), ``uns['craft_impute']`` (likelihood, scale factor).
+    (float32, dense), ``obs`` copied (same ``obs_names``), ``uns['craft_impute']`` (method, likelihood, ...).
     """
     _check_batch_size(batch_size)
     craft = load_craft(craft)
-    X = _encode_atac(craft, atac, batch_size=batch_size, impute=True)
+    info = {"likelihood": craft.config.likelihood, "scale_factor": craft.config.rna.scale_factor,
+            "values": "log1p(counts / library size * scale_factor)", "method": "head"}
+    if reference is None:
+        X = _encode_atac(craft, atac, batch_size=batch_size, impute=True)
+    else:
+        if n_neighbors < 1:
+            raise ValueError(f"n_neighbors must be >= 1, got {n_neighbors}")
+        ref, counts, report = _encode_rna(craft, reference, batch_size=batch_size)
+        values = _log_normalized(counts, craft.config.rna.scale_factor)
+        X = _knn_mean(ref, values, _encode_atac(craft, atac, batch_size=batch_size), n_neighbors)
+        info.update(method="joint kNN", n_neighbors=int(n_neighbors), reference_genes=report)
     out = ad.AnnData(X=X, obs=atac.obs.copy(), var=pd.DataFrame(index=pd.Index(craft.genes.genes, name="gene")))
-    out.uns["craft_impute"] = {"likelihood": craft.config.likelihood, "scale_factor": craft.config.rna.scale_factor,
-                               "values": "log1p(counts / library size * scale_factor)"}
+    out.uns["craft_impute"] = info
     return out
 
 
@@ -338,7 +375,7 @@ def transfer_labels(
     classes = sorted(reference_rna.obs[labels_key].dropna().astype(str).unique())
     if not classes:
         raise ValueError(f"reference_rna.obs[{labels_key!r}] has no labels")
-    ref, report = _encode_rna(craft, reference_rna, batch_size=batch_size)
+    ref, _, report = _encode_rna(craft, reference_rna, batch_size=batch_size)
     query = _encode_atac(craft, query_atac, batch_size=batch_size)
     probs = knn_probs(ref, label_codes(reference_rna.obs[labels_key], classes), query, len(classes),
                       n_neighbors=n_neighbors).astype(np.float32)

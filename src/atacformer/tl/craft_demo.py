@@ -144,7 +144,7 @@ def craft_section(atac: ad.AnnData, rna: ad.AnnData, out_dir: str | Path, *, mod
         model = pretrain(s.atac[s.train], out_dir=out_dir / "atac_pretrain", overwrite=True,
                          recipe=dataclasses.replace(st.recipe.pretrain, seed=st.seed))
     _, rows, outputs = train_and_score(s, model=model, recipe=dataclasses.replace(st.recipe, seed=st.seed))
-    tables.add(rows)
+    tables.extend(rows)
     t2 = time.perf_counter()
     figures = {"joint_umap": joint_umap(outputs, labels_key=st.labels_key, path=out_dir / "craft_joint_umap.png",
                                         n_epochs=st.umap_epochs, seed=st.seed)}

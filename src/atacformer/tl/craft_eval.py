@@ -102,9 +102,11 @@ class Tables:
     labels: list[dict] = field(default_factory=list)
     info: dict = field(default_factory=dict)
 
-    def add(self, rows: tuple[dict, dict, dict]) -> None:
-        for table, row in zip((self.alignment, self.imputation, self.labels), rows):
-            table.append(row)
+    def extend(self, other: Tables) -> None:
+        """Append the rows of ``other`` (its ``info`` is not merged)."""
+        self.alignment += other.alignment
+        self.imputation += other.imputation
+        self.labels += other.labels
 
     def frames(self) -> dict[str, pd.DataFrame]:
         return {name: pd.DataFrame(rows).set_index("method") for name, rows in
@@ -143,20 +145,29 @@ def baselines(s: PairedSplit, *, genome: str = "mm10", n_lsi: int = 30, n_pca: i
     return t
 
 
-def craft_scores(s: PairedSplit, craft, method: str = "CRAFT") -> tuple[tuple[dict, dict, dict], dict]:
-    """CRAFT's three rows on the test cells, and the test cells' outputs (``atac``/``rna`` with
-    ``obsm['X_craft']``, ``imputed``: test cells × all RNA genes, 0 for genes CRAFT does not know)."""
+def _full(s: PairedSplit, imputed: ad.AnnData) -> np.ndarray:
+    """Imputed test cells × all RNA genes (0 for genes CRAFT does not know)."""
+    full = np.zeros_like(s.Y[s.test])
+    full[:, s.rna.var_names.get_indexer(imputed.var_names)] = imputed.X
+    return full
+
+
+def craft_scores(s: PairedSplit, craft, method: str = "CRAFT") -> tuple[Tables, dict]:
+    """CRAFT's rows on the test cells (imputation twice: the head, and the training cells' RNA averaged
+    over each cell's 15 nearest in the joint space), and the test cells' outputs (``atac``/``rna`` with
+    ``obsm['X_craft']``, ``imputed``: the head's, test cells × all RNA genes)."""
     tr, te = s.train, s.test
     atac_te, rna_te, rna_tr = s.atac[te].copy(), s.rna[te].copy(), s.rna[tr].copy()
     for adata, modality in ((atac_te, "atac"), (rna_te, "rna"), (rna_tr, "rna")):
         craft_embed(adata, craft, modality=modality)
-    imputed = impute_rna(atac_te, craft)
-    full = np.zeros_like(s.Y[te])
-    full[:, s.rna.var_names.get_indexer(imputed.var_names)] = imputed.X
-    rows = (alignment_row(method, atac_te.obsm["X_craft"], rna_te.obsm["X_craft"]),
-            imputation_row(method, full, s.Y[te]),
-            label_row(method, rna_tr.obsm["X_craft"], rna_tr.obs, atac_te.obsm["X_craft"], atac_te.obs))
-    return rows, {"atac": atac_te, "rna": rna_te, "imputed": full}
+    head = _full(s, impute_rna(atac_te, craft))
+    knn = _full(s, impute_rna(atac_te, craft, reference=rna_tr, n_neighbors=15))
+    t = Tables()
+    t.alignment.append(alignment_row(method, atac_te.obsm["X_craft"], rna_te.obsm["X_craft"]))
+    t.imputation += [imputation_row(f"{method} head", head, s.Y[te]),
+                     imputation_row(f"{method} joint kNN (15 training RNA cells)", knn, s.Y[te])]
+    t.labels.append(label_row(method, rna_tr.obsm["X_craft"], rna_tr.obs, atac_te.obsm["X_craft"], atac_te.obs))
+    return t, {"atac": atac_te, "rna": rna_te, "imputed": head, "imputed_knn": knn}
 
 
 def train_and_score(s: PairedSplit, *, model, recipe, out_dir: str | Path | None = None, method: str = "CRAFT",
@@ -164,5 +175,5 @@ def train_and_score(s: PairedSplit, *, model, recipe, out_dir: str | Path | None
     """Train CRAFT on the training cells (``model``: the ATAC encoder, see :func:`craft_train`) and score it."""
     craft = craft_train(s.atac[s.train], s.rna[s.train], model=model, recipe=recipe, out_dir=out_dir,
                         overwrite=out_dir is not None, trainer_kwargs=trainer_kwargs)
-    rows, outputs = craft_scores(s, craft, method)
-    return craft, rows, outputs
+    tables, outputs = craft_scores(s, craft, method)
+    return craft, tables, outputs

@@ -133,15 +133,16 @@ class PairedBatch:
 
 
 class PairCollate:
-    """Wraps a cells → ATAC batch collate: adds the RNA rows of the batch's cells (their ``"row"``)."""
+    """Cells → :class:`PairedBatch`: the ATAC batch by the one batcher (``batch.collate``), plus the RNA
+    counts of the cells' ``"row"``. ``packed=False`` pads the ATAC batch (one SDPA call: faster on CPU)."""
 
-    def __init__(self, collate, rna: sp.csr_matrix):
-        self.collate, self.rna = collate, rna
+    def __init__(self, batch: BatchSettings, vocab, max_length: int, rna: sp.csr_matrix, *, packed: bool = True):
+        self.batch, self.vocab, self.max_length, self.rna, self.packed = batch, vocab, max_length, rna, packed
 
     def __call__(self, cells: list[dict], rng: np.random.Generator) -> PairedBatch:
-        batch = self.collate(cells, rng)
+        atac = self.batch.collate(cells, self.vocab, rng, max_length=self.max_length, packed=self.packed)
         rows = np.fromiter((c["row"] for c in cells), dtype=np.int64, count=len(cells))
-        return PairedBatch(batch, torch.from_numpy(self.rna[rows].toarray().astype(np.float32, copy=False)))
+        return PairedBatch(atac, torch.from_numpy(self.rna[rows].toarray().astype(np.float32, copy=False)))
 
 
 class PairedDataModule(AtacformerDataModule):
@@ -160,7 +161,9 @@ class PairedDataModule(AtacformerDataModule):
 
     def _loader(self, train: bool):
         loader = super()._loader(train)
-        loader.dataset.collate = PairCollate(loader.dataset.collate, self.rna)
+        batch = self.batch if train else (self.val_batch or dataclasses.replace(self.batch, keep=None))
+        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        loader.dataset.collate = PairCollate(batch, self.vocab, self.max_length, self.rna, packed=on_gpu)
         return loader
 
 
