@@ -21,7 +21,7 @@ def test_craft_section_quick(tmp_path):
     tables = section["tables"]
     assert set(tables) == {"alignment", "imputation", "labels"}
     assert list(tables["alignment"].index) == ["CCA (ATAC LSI × RNA PCA)", "gene activity in RNA PCA", "CRAFT"]
-    assert {"CRAFT head", "CRAFT joint kNN (15 training RNA cells)"} <= set(tables["imputation"].index)
+    assert {"CRAFT head", "CRAFT joint kNN (50 nearest training RNA)"} <= set(tables["imputation"].index)
     assert "CRAFT" in tables["labels"].index
     assert 0 <= tables["alignment"].loc["CRAFT", "FOSCTTM"] <= 1
     assert section["info"]["n_train"] == 150 and section["info"]["n_test"] == 60

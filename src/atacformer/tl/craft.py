@@ -291,7 +291,7 @@ def _knn_mean(ref: np.ndarray, values: sp.csr_matrix, query: np.ndarray, n_neigh
 
 
 def impute_rna(atac: ad.AnnData, craft: CraftModel | str | Path, *, reference: ad.AnnData | None = None,
-               n_neighbors: int = 15, batch_size: int = 256) -> ad.AnnData:
+               n_neighbors: int = 50, batch_size: int = 256) -> ad.AnnData:
     """RNA expression imputed from ATAC: by the CRAFT imputation head, or from an RNA reference through
     the joint space.
 
@@ -306,7 +306,8 @@ def impute_rna(atac: ad.AnnData, craft: CraftModel | str | Path, *, reference: a
         each ATAC cell gets the mean log-normalised expression of its ``n_neighbors`` nearest reference
         cells in the joint space (cosine). Not changed.
     n_neighbors
-        Reference neighbours per cell (with ``reference``).
+        Reference neighbours per cell (with ``reference``; 50 as Seurat's ``TransferData`` weights: sparse
+        RNA needs many cells averaged).
     batch_size
         Cells per forward pass.
 
