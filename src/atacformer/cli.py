@@ -15,7 +15,7 @@ from importlib import import_module
 from . import __version__
 
 # one module per area of the data flow; each adds its subcommands
-_AREAS = ("ingest", "tokenize", "model", "dna", "downstream", "regions", "epiattend")
+_AREAS = ("ingest", "tokenize", "model", "dna", "downstream", "regions", "epiattend", "craft")
 
 
 def build_parser() -> argparse.ArgumentParser:

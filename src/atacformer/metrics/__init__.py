@@ -6,6 +6,7 @@ protocol on an AnnData (cluster each embedding to the label count, score it) is 
 the LSI / spectral baselines are ``atacformer.tl.lsi`` / ``tl.spectral`` (arrays: ``atacformer.pp``).
 """
 
+from .alignment import foscttm, pearson_per_cell, pearson_per_gene, retrieval
 from .batch import (
     batch_asw,
     celltype_asw,
@@ -25,6 +26,7 @@ __all__ = [
     "ari",
     "batch_asw",
     "celltype_asw",
+    "foscttm",
     "graph_connectivity",
     "ilisi",
     "kbet",
@@ -36,6 +38,9 @@ __all__ = [
     "lisi",
     "macro_f1",
     "nmi",
+    "pearson_per_cell",
+    "pearson_per_gene",
+    "retrieval",
     "score_embedding",
     "to_markdown",
 ]

@@ -2,10 +2,24 @@
 
 from .batch import PackedBatch, PaddedBatch, collate_cells, pad_batch
 from .config import PRESETS, AtacformerConfig
+from .craft import CraftConfig, CraftModel
 from .metrics import auc_from_hist, state_metrics
 from .model import Atacformer, AtacformerOutput
+from .rna import GeneVocab, RnaEncoderConfig
 
 __all__ = [
-    "Atacformer", "AtacformerConfig", "AtacformerOutput", "PRESETS", "PackedBatch", "PaddedBatch",
-    "auc_from_hist", "collate_cells", "pad_batch", "state_metrics",
+    "PRESETS",
+    "Atacformer",
+    "AtacformerConfig",
+    "AtacformerOutput",
+    "CraftConfig",
+    "CraftModel",
+    "GeneVocab",
+    "PackedBatch",
+    "PaddedBatch",
+    "RnaEncoderConfig",
+    "auc_from_hist",
+    "collate_cells",
+    "pad_batch",
+    "state_metrics",
 ]

@@ -11,6 +11,7 @@ region analysis).
 from .annotate import annotate, finetune
 from .baselines import lsi, spectral
 from .cluster import cluster, umap
+from .craft import craft_embed, craft_train, impute_rna, transfer_labels
 from .embed import embed
 from .evaluate import evaluate, write_evaluation
 from .integrate import integrate, integrate_model, map_query
@@ -23,7 +24,7 @@ from .regions import (
 )
 
 __all__ = [
-    "annotate", "annotate_bins", "cluster", "embed", "evaluate", "finetune", "integrate", "integrate_model", "lsi",
-    "map_query", "mnn_correct", "region_embeddings", "specific_regions", "spectral", "umap", "unannotated_promoters",
-    "write_evaluation",
+    "annotate", "annotate_bins", "cluster", "craft_embed", "craft_train", "embed", "evaluate", "finetune",
+    "impute_rna", "integrate", "integrate_model", "lsi", "map_query", "mnn_correct", "region_embeddings",
+    "specific_regions", "spectral", "transfer_labels", "umap", "unannotated_promoters", "write_evaluation",
 ]
