@@ -46,7 +46,8 @@ VARIANTS = {
 def pretrain_encoder(s: PairedSplit, *, steps: int, out_dir: Path, seed: int = 0):
     """The ATAC encoder every CRAFT variant starts from: the recipe's on-the-fly pretraining (tiny preset)
     on the training libraries' ATAC cells only, one library per batch."""
-    recipe = CraftRecipe().pretrain.replace(trainer={"max_steps": steps, "log_every_n_steps": 25, "progress_bar": False},
+    recipe = CraftRecipe().pretrain.replace(trainer={"max_steps": steps, "log_every_n_steps": 25,
+                                                     "progress_bar": False},
                                             data={"batch_key": "batch", "batch_size": 32}, seed=seed)
     return pretrain(s.atac[s.train], out_dir=out_dir, recipe=recipe, overwrite=True)
 

@@ -65,7 +65,8 @@ def bench_kmer(d: Path, mbp: float, dim: int = 256) -> None:
     print("  (per core = bins per CPU-second of this single-threaded process; wall = elapsed, lower when the"
           " machine is shared)")
     print(f"  FASTA indexing (.fai, once per FASTA): {mbp / index_cpu:,.0f} Mbp per CPU-second")
-    print(f"  build_table end to end (.fai present): {n_bins / build_cpu:,.0f} bins/s per core, {n_bins / build_s:,.0f} bins/s wall "
+    print(f"  build_table end to end (.fai present): {n_bins / build_cpu:,.0f} bins/s per core, "
+          f"{n_bins / build_s:,.0f} bins/s wall "
           f"({build_s:.2f} s)")
     print(f"  embedding step alone:   {n_seq / embed_cpu:,.0f} bins/s per core, {n_seq / embed_s:,.0f} bins/s wall")
     print(f"  hg38 estimate ({hg38:,} bins): {hg38 / (n_bins / build_cpu) / 60:.1f} min on one free core "

@@ -24,8 +24,16 @@ import time
 import numpy as np
 import torch
 
-from atacformer.epiattend import add_baselines, get_config, link_auroc, link_scores, pearson, predict_genes, simulate_genome
-from atacformer.epiattend import summarize_links
+from atacformer.epiattend import (
+    add_baselines,
+    get_config,
+    link_auroc,
+    link_scores,
+    pearson,
+    predict_genes,
+    simulate_genome,
+    summarize_links,
+)
 from atacformer.epiattend.inputs import load_data, read_regions
 from atacformer.epiattend.train import train_on_chromosomes
 

@@ -74,9 +74,9 @@ def brute_force_check(frags: Path, h5ad: Path) -> tuple[bool, int]:
     import anndata as ad
     import pandas as pd
 
-    sizes = {l.split()[0]: int(l.split()[1]) for l in open(CHROM_SIZES)}
+    sizes = {line.split()[0]: int(line.split()[1]) for line in open(CHROM_SIZES)}
     n_bins = {c: -(-sizes[c] // 5000) for c in MAIN}
-    offset = dict(zip(MAIN, np.concatenate([[0], np.cumsum([n_bins[c] for c in MAIN])[:-1]]).tolist()))
+    offset = dict(zip(MAIN, np.concatenate([[0], np.cumsum([n_bins[c] for c in MAIN])[:-1]]).tolist(), strict=False))
     total = sum(n_bins.values())
     adata = ad.read_h5ad(h5ad)
     cell_of = {b: i for i, b in enumerate(adata.obs_names)}

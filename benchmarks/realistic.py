@@ -23,8 +23,7 @@ import anndata as ad
 import numpy as np
 
 from atacformer.metrics import ari, ilisi, nmi
-from atacformer.tl import lsi, spectral
-from atacformer.tl import cluster
+from atacformer.tl import cluster, lsi, spectral
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"

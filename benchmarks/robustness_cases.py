@@ -157,8 +157,8 @@ def table_cases(d: Path, rows, good: Path, o: Path) -> list[Case]:
         Case("empty whitelist", ingest([good], o / "x.h5ad", "--whitelist", str(wl)), names=("whitelist_empty",)),
         Case("'#' in sample names, with labels", ingest([s1, s2], o / "hash.h5ad", "--labels", str(both)), "ok",
              check=sample_check),
-        Case("same file name twice: samples named by folder", ingest([good, _copy(good, _mkdir(d / "other") / good.name)],
-                                                                      o / "two.h5ad"), "ok",
+        Case("same file name twice: samples named by folder",
+             ingest([good, _copy(good, _mkdir(d / "other") / good.name)], o / "two.h5ad"), "ok",
              check=lambda t: set(read(o / "two.h5ad").obs["sample"]) == {"data", "other"}),
         Case("same sample name twice", ingest([good, good], o / "x.h5ad", "--sample-names", "s,s"),
              names=("duplicate sample names",)),
@@ -210,11 +210,11 @@ def region_cases(d: Path) -> list[Case]:
 
     bed = d / "regions.bed"
     bed.write_text("".join(f"{c}\t{s}\t{e}\tp{i}\n" for i, (c, s, e) in
-                           enumerate(zip(src.var.chrom, src.var.start, src.var.end))))
+                           enumerate(zip(src.var.chrom, src.var.start, src.var.end, strict=False))))
     hg19_bed = d / "hg19.narrowPeak"
     v = read(hg19).var
     hg19_bed.write_text("".join(f"{c}\t{s}\t{e}\tp{i}\t0\t.\t1\t1\t1\t250\n" for i, (c, s, e) in
-                                enumerate(zip(v.chrom, v.start, v.end))))
+                                enumerate(zip(v.chrom, v.start, v.end, strict=False))))
     return [
         Case("valid peak matrix", ingest([good], o / "m.h5ad"), "ok", check=total(o / "m.h5ad", int(src.X.sum()))),
         Case("h5ad named .dat", ingest([_copy(good, d / "matrix.dat")], o / "dat.h5ad"), "ok",
@@ -256,7 +256,8 @@ def output_cases(d: Path, tmp: Path) -> list[Case]:
     good = d / "good_fragments.tsv.gz"
     keep = o / "existing.h5ad"
     keep.write_bytes(b"precious")
-    intact = (lambda _t: keep.read_bytes() == b"precious")
+    def intact(_t):
+        return (keep.read_bytes() == b"precious")
     stale = o / ".swept.h5ad.999999.deadbeef.tmp"
     spill = tmp / "atacformer-ingest-999999-stale"
 
@@ -360,7 +361,8 @@ def dna_cases(d: Path) -> list[Case]:
              names=("remote_model", "--trust-remote-code"), check=lambda t: not marker.exists()),
         Case("dna-embed k-mer table", base + ["--dim", "8", "-o", str(done)], "ok",
              check=lambda t: (done / "meta.json").exists()),
-        Case("dna-embed into a finished table", base + ["--dim", "8", "-o", str(done)], names=("out_dna", "--overwrite")),
+        Case("dna-embed into a finished table", base + ["--dim", "8", "-o", str(done)],
+             names=("out_dna", "--overwrite")),
     ]
 
 

@@ -36,14 +36,14 @@ def near_tss_rows(genome: str, n_cells: int = 20, per_cell: int = 300, seed: int
     genes = get_genome(genome).genes()
     genes = genes[genes["chrom"].isin([f"chr{i}" for i in range(1, 20)])].reset_index(drop=True)
     rows = []
-    for c in range(n_cells):
+    for _c in range(n_cells):
         bc = "".join(rng.choice(list("ACGT"), 16)) + "-1"
         pick = genes.iloc[rng.integers(0, len(genes), per_cell)]
         near = rng.random(per_cell) < 0.6
         start = np.where(near, pick["tss"].to_numpy() + rng.integers(-400, 400, per_cell),
                          rng.integers(1_000_000, 50_000_000, per_cell))
         length = rng.integers(60, 600, per_cell)
-        for ch, s, n in zip(pick["chrom"], start, length):
+        for ch, s, n in zip(pick["chrom"], start, length, strict=False):
             rows.append((ch, int(max(s, 0)), int(max(s, 0) + n), bc, int(rng.integers(1, 4))))
     rows.sort(key=lambda r: (r[0], r[1]))
     return rows
@@ -67,7 +67,7 @@ def matrix(path: Path, genome: str, *, n_cells: int = 30, n_peaks: int = 400, dt
     pick = genes.sample(n_peaks, random_state=seed)
     var = pd.DataFrame({"chrom": pick["chrom"].to_numpy(), "start": pick["tss"].to_numpy() - 250,
                         "end": pick["tss"].to_numpy() + 250})
-    var.index = [f"{c}:{s}-{e}" for c, s, e in zip(var.chrom, var.start, var.end)]
+    var.index = [f"{c}:{s}-{e}" for c, s, e in zip(var.chrom, var.start, var.end, strict=False)]
     X = sp.random(n_cells, n_peaks, density=0.2, format="csr", random_state=seed,
                   data_rvs=lambda k: rng.integers(1, 5, k)).astype(dtype)
     if values is not None:
@@ -124,7 +124,7 @@ def _mtx(folder: Path, src: ad.AnnData) -> Path:
     scipy.io.mmwrite(str(folder / "matrix.mtx"), sp.csr_matrix(src.X).T.tocoo())
     (folder / "barcodes.tsv").write_text("\n".join(src.obs_names) + "\n")
     (folder / "peaks.bed").write_text("".join(f"{c}\t{s}\t{e}\n" for c, s, e in
-                                              zip(src.var.chrom, src.var.start, src.var.end)))
+                                              zip(src.var.chrom, src.var.start, src.var.end, strict=False)))
     return folder
 
 

@@ -201,7 +201,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device cpu; tok/s = tokens per CPU-second; "
-          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')} (1: huge pages for large CPU tensors)")
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')} "
+          "(1: huge pages for large CPU tensors)")
     base_parameters()
     cells, vocab = hemato_cells()
     rounds = 3 if a.quick else 5

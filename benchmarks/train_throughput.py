@@ -33,7 +33,8 @@ def hemato(chroms=("chr1", "chr2")) -> ad.AnnData:
     peaks = ad.read_h5ad(data_path("hemato_10x_hg19.h5ad"))
     genome = Genome.from_chrom_sizes(get_genome("hg19").chrom_sizes, name="hg19", chroms=list(chroms))
     bins = genome.bins(5000)
-    ci = np.array([-1 if genome.chrom_index(c) is None else genome.chrom_index(c) for c in peaks.var["chrom"].astype(str)])
+    ci = np.array([-1 if genome.chrom_index(c) is None else genome.chrom_index(c)
+                   for c in peaks.var["chrom"].astype(str)])
     keep = ci >= 0
     mid = (peaks.var["start"].to_numpy() + peaks.var["end"].to_numpy()) // 2
     onehot = sp.csr_matrix((np.ones(keep.sum()), (np.flatnonzero(keep), bins.bin_ids(ci[keep], mid[keep]))),
@@ -83,7 +84,8 @@ def main() -> None:
           f"(mean {tokens / STEPS:.0f} tokens, tiny preset, hemato chr1-2)")
     print(f"bare loop  : {bare_s / STEPS * 1e3:7.1f} ms/step wall, {bare_cpu / STEPS * 1e3:7.1f} ms CPU  "
           f"{tokens / bare_s:7.0f} tokens/s")
-    print(f"pretrain() : {wall * 1e3:7.1f} ms/step wall, {cpu * 1e3:7.1f} ms CPU  {tokens / STEPS / wall:7.0f} tokens/s")
+    print(f"pretrain() : {wall * 1e3:7.1f} ms/step wall, {cpu * 1e3:7.1f} ms CPU  "
+          f"{tokens / STEPS / wall:7.0f} tokens/s")
     print(f"overhead of the training stack: {100 * (cpu / (bare_cpu / STEPS) - 1):+.0f}% CPU time per step, "
           f"{100 * (wall / (bare_s / STEPS) - 1):+.0f}% wall; pretrain start-up {short - 5 * wall:.1f} s")
 

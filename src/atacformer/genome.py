@@ -202,7 +202,7 @@ def _read_gene_bed(path: Path) -> pd.DataFrame:
     try:
         start, end = raw[1].astype(np.int64), raw[2].astype(np.int64)
     except (KeyError, ValueError):
-        for lineno, (s, e) in enumerate(zip(raw.get(1, []), raw.get(2, [])), 1):
+        for lineno, (s, e) in enumerate(zip(raw.get(1, []), raw.get(2, []), strict=False), 1):
             if not (s.isdigit() and e.isdigit()):
                 raise ValueError(f"{path}:{lineno}: not a gene BED line (start/end {s!r}, {e!r})") from None
         raise ValueError(f"{path}: not a gene BED file (needs chrom, start, end columns)") from None
@@ -337,7 +337,7 @@ class BinIndex:
     @cached_property
     def _all_names(self) -> np.ndarray:
         bs, out = self.bin_size, []
-        for chrom, size in zip(self.chroms, self.chrom_sizes.tolist()):
+        for chrom, size in zip(self.chroms, self.chrom_sizes.tolist(), strict=False):
             starts = range(0, size, bs)
             out.extend([f"{chrom}:{s}-{s + bs}" for s in starts])
             out[-1] = f"{chrom}:{starts[-1]}-{size}"  # last bin clipped at the chromosome end
@@ -366,7 +366,7 @@ class BinIndex:
         """Boolean mask over bins overlapping any blacklisted region."""
         mask = np.zeros(self.n_bins, dtype=bool)
         bl = self.genome.blacklist()
-        for chrom, s, e in zip(bl["chrom"], bl["start"].to_numpy(), bl["end"].to_numpy()):
+        for chrom, s, e in zip(bl["chrom"], bl["start"].to_numpy(), bl["end"].to_numpy(), strict=False):
             ci = self.genome.chrom_index(chrom)
             first = self.offsets[ci] + s // self.bin_size
             last = self.offsets[ci] + min((e - 1) // self.bin_size, self.n_bins_per_chrom[ci] - 1)
@@ -405,7 +405,8 @@ class BinIndex:
         sizes = uns.get("chrom_sizes")
         if sizes is not None:
             sizes = {str(k): int(v) for k, v in dict(sizes).items()}
-            order = [str(c) for c in uns["chroms"]] if uns.get("chroms") is not None else sorted(sizes, key=_natural_key)
+            order = ([str(c) for c in uns["chroms"]] if uns.get("chroms") is not None
+                     else sorted(sizes, key=_natural_key))
             sizes = {c: sizes[c] for c in order}
         if name.lower() in BUILTIN_GENOMES and (sizes is None or sizes == get_genome(name).chrom_sizes):
             genome = get_genome(name)

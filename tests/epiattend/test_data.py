@@ -5,7 +5,14 @@ import pandas as pd
 import pytest
 
 from atacformer.epiattend.data import (
-    EpiData, GenomeSequence, bin_intervals, encode, gene_targets, one_hot, read_bedgraph, read_track,
+    EpiData,
+    GenomeSequence,
+    bin_intervals,
+    encode,
+    gene_targets,
+    one_hot,
+    read_bedgraph,
+    read_track,
     reverse_complement_codes,
 )
 from atacformer.epiattend.pseudobulk import pseudobulk_tracks, read_labels
@@ -101,7 +108,7 @@ def test_bin_intervals_matches_per_base_mean():
     df = pd.DataFrame({"chrom": "c", "start": starts, "end": starts + rng.integers(1, 60, 20), "value": rng.random(20)})
     got = bin_intervals(df, {"c": 1000}, bin_size=128)["c"]
     bp = np.zeros(1000)
-    for s, e, v in zip(df.start, df.end, df.value):
+    for s, e, v in zip(df.start, df.end, df.value, strict=False):
         bp[s : min(e, 1000)] += v
     want = [bp[i : i + 128].mean() for i in range(0, 1000, 128)]
     assert np.allclose(got, want, atol=1e-5)
@@ -125,7 +132,8 @@ def test_bigwig_and_bedgraph_agree(tmp_path):
         fh.write("chr1\t0\t100\t2\nchr1\t300\t450\t4\n")
     a = read_track(tmp_path / "t.bw", {"chr1": 1000})["chr1"]
     b = read_track(gz, {"chr1": 1000})["chr1"]
-    assert np.allclose(a, b) and np.isclose(a[0], 200 / 128) and np.isclose(a[2], 84 * 4 / 128) and np.isclose(a[3], 66 * 4 / 128)
+    assert (np.allclose(a, b) and np.isclose(a[0], 200 / 128) and np.isclose(a[2], 84 * 4 / 128)
+            and np.isclose(a[3], 66 * 4 / 128))
 
 
 def test_gene_targets_only_at_tss_bins():
@@ -144,7 +152,8 @@ def test_pseudobulk_matches_brute_force_on_pbsmall():
     sizes = {c: get_genome("hg19").chrom_sizes[c] for c in ("chr5", "chr11")}
     tracks, cts = pseudobulk_tracks(frag_path, labels, sizes, chunk_size=1 << 18)  # several chunks
     assert cts == ["B", "Monocyte", "T"]
-    frags = pd.read_csv(frag_path, sep="\t", header=None, names=["chrom", "start", "end", "barcode", "count"], comment="#")
+    frags = pd.read_csv(frag_path, sep="\t", header=None, names=["chrom", "start", "end", "barcode", "count"],
+                        comment="#")
     frags["ct"] = frags.barcode.map(labels)
     for chrom in sizes:
         for ci, ct in enumerate(cts):
@@ -169,7 +178,7 @@ def test_read_bed_windows_centres_on_midpoints_and_names_bad_lines(tmp_path):
     w = read_bed_windows(bed, seq_len=2048)
     assert w["chrom"].tolist() == ["chr1", "chr1"]
     mids = (w["start"] + 1024).tolist()
-    assert all(abs(m - c) < 128 for m, c in zip(mids, [10100, 20050]))  # centred up to one 128 bp bin
+    assert all(abs(m - c) < 128 for m, c in zip(mids, [10100, 20050], strict=False))  # centred up to one 128 bp bin
     bad = tmp_path / "bad.bed"
     bad.write_text("chr1\tx\t1\n")
     with pytest.raises(ValueError, match="bad.bed:1"):

@@ -29,7 +29,7 @@ def test_simulator_plants_what_it_claims(sim_files):
     assert (g.klass[t.gene[t.linked]].to_numpy() == 1).all() and (r.kind[t.region[t.linked]] == "enhancer").all()
     flat = sim.expression.loc[g.index[g.klass == 0]]
     assert np.allclose(flat, 2.0, rtol=0.5) and flat.std(axis=1).max() < 0.5
-    for name, row in r.iterrows():  # each CRE carries its motif
+    for _name, row in r.iterrows():  # each CRE carries its motif
         seq = sim.sequences[row.chrom][row.start : row.end]
         assert sim.motifs["E" if row.kind == "enhancer" else "D"] in seq
 
@@ -81,14 +81,16 @@ def test_load_data_from_fragments_and_labels(sim_files, tmp_path):
     data, genes = load_data(paths["fasta"], fragments=frags, labels=labels, expression=paths["expression"])
     assert data.cell_types == ["ct0", "ct1"] and data.channels == ["atac"] and len(genes) == len(sim.genes)
     t = data.tracks["chr1"]  # (C, 1, n_bins)
-    assert t[0, 0, 0] == 1 and t[0, 0, 2] == 1 and t[0, 0].sum() == 2 and t[1, 0, 1] == 1 and t[1, 0, 2] == 1 and data.tracks["chr2"][0, 0, 0] == 2
+    assert (t[0, 0, 0] == 1 and t[0, 0, 2] == 1 and t[0, 0].sum() == 2 and t[1, 0, 1] == 1 and t[1, 0, 2] == 1
+            and data.tracks["chr2"][0, 0, 0] == 2)
     with pytest.raises(ValueError, match="either"):
         load_data(paths["fasta"], tracks=paths["tracks"], fragments=frags, labels=labels)
 
 
 def test_cli_train_predict_links(sim_files, tmp_path):
     sim, paths = sim_files
-    inputs = ["--fasta", str(paths["fasta"]), "--tracks", str(paths["tracks"]), "--expression", str(paths["expression"])]
+    inputs = ["--fasta", str(paths["fasta"]), "--tracks", str(paths["tracks"]),
+              "--expression", str(paths["expression"])]
     model_dir = tmp_path / "model"
     assert main(["epiattend", "train", *inputs, "--test-chroms", "chr3", "--valid-chroms", "chr2", "--steps", "2",
                  "--batch-size", "2", "-o", str(model_dir)]) == 0
@@ -98,7 +100,8 @@ def test_cli_train_predict_links(sim_files, tmp_path):
     assert main(["epiattend", "predict", *inputs, "--model", str(model_dir), "-o", str(pred_path)]) == 0
     pred = pd.read_csv(pred_path, sep="\t")
     n_genes = (sim.genes.chrom == "chr3").sum()
-    assert len(pred) == n_genes * len(sim.cell_types) and list(pred.columns) == ["gene", "cell_type", "observed", "predicted"]
+    assert (len(pred) == n_genes * len(sim.cell_types)
+            and list(pred.columns) == ["gene", "cell_type", "observed", "predicted"])
     assert (pred.predicted >= 0).all()
     links_path = tmp_path / "links.tsv"
     assert main(["epiattend", "links", *inputs, "--model", str(model_dir), "--candidates", str(paths["regions"]),

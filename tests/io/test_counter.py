@@ -46,7 +46,7 @@ def test_many_small_chunks_match_a_brute_force_count(tmp_path, toy_genome):
         keep = np.ones(len(names), dtype=bool)
         (block,) = counter.store.blocks(keep, 2 * counter.stats["n_main"])
         coo = block.tocoo()
-        got = Counter({(names[r], int(c)): int(v) for r, c, v in zip(coo.row, coo.col, coo.data)})
+        got = Counter({(names[r], int(c)): int(v) for r, c, v in zip(coo.row, coo.col, coo.data, strict=False)})
         assert got == expected
     finally:
         counter.close()

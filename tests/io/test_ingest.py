@@ -32,7 +32,7 @@ def brute_force(rows, genome: Genome, bin_size: int, counting: str) -> Counter:
 def as_counter(adata) -> Counter:
     coo = adata.X.tocoo()
     return Counter({(adata.obs["barcode"].iloc[i], adata.var_names[j]): int(v)
-                    for i, j, v in zip(coo.row, coo.col, coo.data)})
+                    for i, j, v in zip(coo.row, coo.col, coo.data, strict=False)})
 
 
 fragment = st.tuples(
@@ -62,11 +62,11 @@ def test_binning_matches_brute_force(tmp_path, rows, bin_size, counting):
     assert as_counter(adata) == expected
     assert adata.X.dtype == np.int32 and adata.X.has_sorted_indices
     n_unique = Counter(r[3] for r in rows)
-    assert dict(zip(adata.obs["barcode"], adata.obs["n_unique"])) == dict(n_unique)
+    assert dict(zip(adata.obs["barcode"], adata.obs["n_unique"], strict=False)) == dict(n_unique)
     reads = Counter()
     for r in rows:
         reads[r[3]] += r[4]
-    assert dict(zip(adata.obs["barcode"], adata.obs["n_fragments"])) == dict(reads)
+    assert dict(zip(adata.obs["barcode"], adata.obs["n_fragments"], strict=False)) == dict(reads)
 
 
 def test_small_chunks_and_streamed_h5ad_equal_in_memory(tmp_path, toy_genome, monkeypatch):

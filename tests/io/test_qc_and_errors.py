@@ -82,7 +82,7 @@ def test_chromosome_names_without_prefix_and_unsorted_input(tmp_path, toy_genome
                        min_fragments=0)
     A = a.X[a.obs_names.get_loc("A")].toarray().ravel()
     names = np.asarray(a.var_names)
-    assert dict(zip(names[A > 0], A[A > 0])) == {"chr1:0-1000": 2, "chr2:0-1000": 2, "chr2:9000-10000": 2}
+    assert dict(zip(names[A > 0], A[A > 0], strict=False)) == {"chr1:0-1000": 2, "chr2:0-1000": 2, "chr2:9000-10000": 2}
 
 
 def test_no_half_written_output_on_error(tmp_path, toy_genome):

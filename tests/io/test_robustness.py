@@ -39,7 +39,7 @@ def hg38_rows():
     genes = genes[genes["chrom"] == "chr1"]
     tss = genes["tss"].to_numpy()
     rows = []
-    for c in range(8):
+    for _c in range(8):
         bc = "".join(rng.choice(list("ACGT"), 16)) + "-1"
         start = tss[rng.integers(0, tss.size, 150)] + rng.integers(-300, 300, 150)
         rows += [("chr1", int(s), int(s) + 150, bc, 1) for s in start]

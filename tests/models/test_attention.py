@@ -29,7 +29,7 @@ def test_slot_layout_holds_every_token_once_in_length_groups(lengths):
         block = ctx.slots[start:start + b.cells * b.width].view(b.cells, b.width)
         n_real = (block < total).sum(1)
         assert n_real.max() == b.width and (block[:, :1] < total).all()
-        for row, n in zip(block.tolist(), n_real.tolist()):
+        for row, n in zip(block.tolist(), n_real.tolist(), strict=False):
             cell = int(np.searchsorted(cu.numpy(), row[0], side="right")) - 1
             assert n == lengths[cell] and row[:n] == list(range(row[0], row[0] + n))
             assert all(s == total for s in row[n:])
@@ -57,7 +57,7 @@ def test_slot_attention_and_gradients_equal_per_cell_attention():
         ref = F.scaled_dot_product_attention(qi, ki, vi)
         torch.testing.assert_close(out[s:e], ref.transpose(0, 1), atol=1e-5, rtol=0)
         ref_grads = torch.autograd.grad((ref * weight[s:e].transpose(0, 1)).sum(), (qi, ki, vi))
-        for g, r in zip(grads, ref_grads):
+        for g, r in zip(grads, ref_grads, strict=False):
             torch.testing.assert_close(g[s:e], r.transpose(0, 1), atol=1e-5, rtol=0)
 
 

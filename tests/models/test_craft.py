@@ -105,7 +105,8 @@ def test_save_load_round_trip_gives_identical_outputs(toy_vocab, tmp_path, kind)
     cells, counts, _ = toy_pairs(toy_vocab, 5)
     batch = collate_cells(cells, toy_vocab, mask_fraction=0.0)
     model.save_pretrained(tmp_path / "craft")
-    assert {"craft_config.json", "genes.json", "craft.safetensors", "atac"} <= {p.name for p in (tmp_path / "craft").iterdir()}
+    assert ({"craft_config.json", "genes.json", "craft.safetensors", "atac"}
+            <= {p.name for p in (tmp_path / "craft").iterdir()})
     assert (tmp_path / "craft" / "atac" / "vocab.json").exists()
     loaded = CraftModel.from_pretrained(tmp_path / "craft").eval()
     assert loaded.genes == model.genes and loaded.config == model.config

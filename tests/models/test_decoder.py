@@ -55,7 +55,7 @@ def test_chunked_equals_unchunked_loss_and_grads(toy_vocab, make_cells):
         results.append((out.loss.detach(), grads, out.state_hist))
     (l1, g1, h1), (l2, g2, h2) = results
     torch.testing.assert_close(l1, l2, atol=1e-6, rtol=1e-6)
-    for a, b in zip(g1, g2):
+    for a, b in zip(g1, g2, strict=False):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     assert torch.equal(h1, h2)
 
@@ -114,7 +114,8 @@ def test_observed_decoder_matches_brute_force_on_its_bins(toy_vocab, make_cells)
     dec.set_bins(observed)
     out = dec(eos, dec.bin_embeddings(e1), batch.target_cell, batch.target_bin, batch.target_state)
     _, logits, y = _brute_force_loss(dec, eos, e1, batch, toy_vocab.n_bins, (1.0, 4.0, 6.0))
-    ref = F.cross_entropy(logits[:, observed].reshape(-1, 3), y[:, observed].flatten(), weight=torch.tensor([1.0, 4.0, 6.0]))
+    ref = F.cross_entropy(logits[:, observed].reshape(-1, 3), y[:, observed].flatten(),
+                          weight=torch.tensor([1.0, 4.0, 6.0]))
     torch.testing.assert_close(out.loss, ref, atol=1e-6, rtol=1e-5)
     assert out.state_count.tolist() == [float((y[:, observed] == s).sum()) for s in range(3)]
 

@@ -169,7 +169,7 @@ def test_view_targets_by_brute_force(toy_vocab):
                               contrastive_neighbor_add=0.7, max_length=1 + toy_vocab.n_chroms + 10, packed=packed)
         flat = batch.input_ids.flatten()
         got = {(int(c), int(b), int(s)) for c, b, s in
-               zip(batch.view_target_cell, batch.view_target_bin, batch.view_target_state)}
+               zip(batch.view_target_cell, batch.view_target_bin, batch.view_target_state, strict=False)}
         want = set()
         n_added = 0
         for i, cell in enumerate(cells):
@@ -192,7 +192,8 @@ def test_contrastive_decoder_loss_by_brute_force(toy_vocab):
     rng = np.random.default_rng(0)
     cells = [{"bin_ids": rng.choice(vocab.n_bins, size=10, replace=False),
               "neighbor_bin_ids": [rng.choice(vocab.n_bins, size=10, replace=False)]} for _ in range(3)]
-    batch = collate_cells(cells, vocab, rng=np.random.default_rng(1), contrastive_drop=0.5, contrastive_neighbor_add=1.0)
+    batch = collate_cells(cells, vocab, rng=np.random.default_rng(1), contrastive_drop=0.5,
+                          contrastive_neighbor_add=1.0)
     out = model(batch)
     h = model.encode(batch)
     eos = h[batch.view_eos_index]  # (B, R, d)

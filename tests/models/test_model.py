@@ -134,7 +134,8 @@ def test_config_json_round_trip_and_presets(toy_vocab, tmp_path):
     assert AtacformerConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert cfg.vocab().n_bins == toy_vocab.n_bins
     base = AtacformerConfig.from_preset("base", toy_vocab)
-    assert (base.d_model, base.n_layers, base.n_heads, base.d_ff, base.k, base.max_length) == (512, 12, 8, 2048, 64, 5000)
+    assert ((base.d_model, base.n_layers, base.n_heads, base.d_ff, base.k, base.max_length)
+            == (512, 12, 8, 2048, 64, 5000))
     with pytest.raises(ValueError, match="unknown preset"):
         AtacformerConfig.from_preset("huge", toy_vocab)
     with pytest.raises(ValueError, match="unknown config field"):
@@ -199,4 +200,5 @@ def test_gpu_bf16_training_step(toy_vocab, make_cells):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = model(batch)
     out.loss.backward()
-    assert torch.isfinite(out.loss) and all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert torch.isfinite(out.loss) and all(torch.isfinite(p.grad).all() for p in model.parameters()
+                                            if p.grad is not None)

@@ -154,7 +154,8 @@ def test_annotate_region_classes_scanpy_contract():
     adata.uns.update(bins.uns())
     new = annotate_region_classes(adata, copy=True, key_added="cls")
     assert "cls" not in adata.var and list(new.var["cls"]) == list(region_classes("hg19").iloc[pick])
-    assert annotate_region_classes(adata) is None and adata.var["region_class"].equals(new.var["cls"].rename("region_class"))
+    assert annotate_region_classes(adata) is None and adata.var["region_class"].equals(
+        new.var["cls"].rename("region_class"))
 
 
 def test_bin_var_adds_classes_for_builtin_genomes_only():
@@ -176,7 +177,8 @@ def test_cli_regions_annotate(tmp_path, capsys):
     assert list(table.columns) == ["region_class"] and len(table) == 16
     assert table.loc["chr1:0-100", "region_class"] == "CTCF" and (table["region_class"].iloc[1:] == "other").all()
     assert "CTCF\t1\t" in capsys.readouterr().out
-    assert main(["regions", "annotate", "--genome", "hg19", "--bin-size", "1000000", "-o", str(tmp_path / "h.tsv")]) == 0
+    assert main(["regions", "annotate", "--genome", "hg19", "--bin-size", "1000000",
+                 "-o", str(tmp_path / "h.tsv")]) == 0
     hg19 = pd.read_csv(tmp_path / "h.tsv", sep="\t")
     assert len(hg19) == get_genome("hg19").bins(1_000_000).n_bins and hg19["region_class"].notna().all()
     # errors: exit code 2 with the file and line, nothing written

@@ -111,7 +111,8 @@ def test_regions_on_hg19_bins(tmp_path):
     groups = np.repeat(["g1", "g2"], n // 2)
     X = sp.lil_matrix((n, bins.n_bins), dtype=np.float32)
     for i in range(n):
-        pool = np.concatenate([tss_bins[:20], other[:20]]) if groups[i] == "g1" else np.concatenate([tss_bins[20:], other[20:]])
+        pool = (np.concatenate([tss_bins[:20], other[:20]]) if groups[i] == "g1"
+                else np.concatenate([tss_bins[20:], other[20:]]))
         X[i, rng.choice(pool, 25, replace=False)] = 1
     adata = ad.AnnData(X.tocsr(), obs=pd.DataFrame({"cell_type": groups}, index=[f"c{i}" for i in range(n)]),
                        var=bins.var())
@@ -119,8 +120,8 @@ def test_regions_on_hg19_bins(tmp_path):
     adata.write_h5ad(tmp_path / "a.h5ad")
     config = AtacformerConfig.from_preset("tiny", BinVocab(genome, 5000))
     Atacformer(config).save_pretrained(tmp_path / "model")
-    assert main(["regions", "specific", str(tmp_path / "a.h5ad"), "--model", str(tmp_path / "model"), "--groupby", "cell_type",
-                 "-o", str(tmp_path / "reg"), "--n-top", "10"]) == 0
+    assert main(["regions", "specific", str(tmp_path / "a.h5ad"), "--model", str(tmp_path / "model"),
+                 "--groupby", "cell_type", "-o", str(tmp_path / "reg"), "--n-top", "10"]) == 0
     top = pd.read_csv(tmp_path / "reg" / "specific_regions.tsv", sep="\t")
     assert set(top["group"]) == {"g1", "g2"} and top["bin"].str.startswith("chr1:").all()
     assert top["promoter"].any()  # half of each group's bins hold a TSS

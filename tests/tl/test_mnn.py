@@ -27,8 +27,10 @@ def test_shift_moves_the_other_batch_onto_the_reference_and_keeps_types_apart():
     np.testing.assert_allclose(out[batch == "a"], unit[batch == "a"], atol=1e-6)  # reference (tie: first) unchanged
     assert facts["reference"] == "a" and facts["batches"]["b"]["pairs"] > 0 and facts["batches"]["b"]["sigma"] > 0
     for t in (0, 1):  # each type's centroid in b lands on its centroid in a
-        gap_before = np.linalg.norm(unit[(batch == "b") & (types == t)].mean(0) - unit[(batch == "a") & (types == t)].mean(0))
-        gap_after = np.linalg.norm(out[(batch == "b") & (types == t)].mean(0) - out[(batch == "a") & (types == t)].mean(0))
+        gap_before = np.linalg.norm(unit[(batch == "b") & (types == t)].mean(0)
+                                    - unit[(batch == "a") & (types == t)].mean(0))
+        gap_after = np.linalg.norm(out[(batch == "b") & (types == t)].mean(0)
+                                   - out[(batch == "a") & (types == t)].mean(0))
         assert gap_before > 0.2 and gap_after < 0.45 * gap_before
     assert ilisi(out, batch, perplexity=10) > ilisi(unit, batch, perplexity=10) + 0.4
     assert celltype_asw(out, types) >= celltype_asw(unit, types) - 0.01

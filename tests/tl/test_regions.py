@@ -50,7 +50,8 @@ def test_specific_regions_find_each_types_block(adata, model, genome):
     for t, name in enumerate("ABC"):  # type t opens bins [20t, 20t+20)
         ids = top.loc[top["group"] == name, "bin_id"]
         assert ids.between(20 * t, 20 * t + 19).all()
-    assert {"nearest_gene", "tss_distance", "promoter"} <= set(top.columns) and list(top.columns)[:2] == ["group", "bin_id"]
+    assert ({"nearest_gene", "tss_distance", "promoter"} <= set(top.columns)
+            and list(top.columns)[:2] == ["group", "bin_id"])
     assert adata.uns["atacformer_specific_regions"] is top
     assert (top["log2fc"] > 0).all()
 

@@ -3,9 +3,9 @@ import tracemalloc
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -37,7 +37,7 @@ def test_round_trip_many_inputs_exact_bins_and_labels(tmp_path, toy_bins, make_c
     cells = _by_cell(tmp_path / "corpus")
     assert len(cells) == 40
     for name, adata in (("a", a), ("adata1", b)):
-        for cell_id, bins, ct in zip(adata.obs_names, open_bins_of(adata), adata.obs["cell_type"]):
+        for cell_id, bins, ct in zip(adata.obs_names, open_bins_of(adata), adata.obs["cell_type"], strict=False):
             row = cells[(name, cell_id)]
             assert row["bin_ids"].dtype == np.int64 and np.array_equal(row["bin_ids"], bins)
             assert row["n_open"] == len(bins)
@@ -74,7 +74,7 @@ def test_bin_subset_and_permuted_columns_map_to_global_ids(tmp_path, toy_bins, m
     cells = _by_cell(tmp_path / "c")
     keep = np.zeros(toy_bins.n_bins, dtype=bool)
     keep[cols] = True
-    for cell_id, bins in zip(full.obs_names, open_bins_of(full)):
+    for cell_id, bins in zip(full.obs_names, open_bins_of(full), strict=False):
         expected = bins[keep[bins]]
         assert np.array_equal(cells[("s", cell_id)]["bin_ids"], expected)
         assert np.array_equal(cells[("n", cell_id)]["bin_ids"], expected)

@@ -1,18 +1,18 @@
 """Contrastive pretraining data: neighbour table, two-view batches from the data module, exact resume."""
 
 import numpy as np
-
-from atacformer.train import BatchSettings, PretrainRecipe
-from atacformer.train.pretrain import set_view_neighbors
 import scipy.sparse as sp
 import torch
 
 from atacformer.train import (
     AtacformerDataModule,
+    BatchSettings,
     DataSettings,
+    PretrainRecipe,
     read_metrics,
     weights_digest,
 )
+from atacformer.train.pretrain import set_view_neighbors
 from atacformer.train.priors import cell_neighbors
 
 
@@ -48,7 +48,8 @@ def test_contrastive_resume_is_exact(tmp_path, make_toy, one_thread, run_pretrai
           "max_steps": 4, "ckpt_every_n_steps": 2, "batch_size": 8, "val_fraction": 0.0,
           "overrides": {"contrastive_weight": 1.0, "contrastive_neighbor_add": 0.5}}
     full = run_pretrain(adata, out_dir=tmp_path / "full", **kw)
-    resumed = run_pretrain(adata, out_dir=tmp_path / "res", resume=tmp_path / "full" / "checkpoints" / "step=2.ckpt", **kw)
+    resumed = run_pretrain(adata, out_dir=tmp_path / "res", resume=tmp_path / "full" / "checkpoints" / "step=2.ckpt",
+                           **kw)
     a, b = read_metrics(tmp_path / "full" / "logs"), read_metrics(tmp_path / "res" / "logs")
     np.testing.assert_array_equal(a[a["step"] >= 2]["train/contrastive"].to_numpy(), b["train/contrastive"].to_numpy())
     assert weights_digest(full) == weights_digest(resumed)

@@ -1,15 +1,13 @@
 """``batch_key``: pretraining batches that hold one sample/dataset each, neighbours found within it."""
 
 import numpy as np
-
-from atacformer.train import BatchSettings, PretrainRecipe
-from atacformer.train.pretrain import set_view_neighbors
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from atacformer.genome import Genome
-from atacformer.train import AtacformerDataModule, DataSettings, read_metrics
+from atacformer.train import AtacformerDataModule, BatchSettings, DataSettings, PretrainRecipe, read_metrics
+from atacformer.train.pretrain import set_view_neighbors
 from atacformer.train.priors import grouped_neighbors
 from atacformer.train.stream import group_cells
 
@@ -54,7 +52,7 @@ def test_every_batch_holds_one_dataset_and_an_epoch_covers_every_cell():
     set_view_neighbors(dm, PretrainRecipe(contrastive_neighbors="tfidf"))
     first_chr2 = dm.vocab.bin_offset + 120
     kinds = []
-    for _, batch in zip(range(24), dm.train_dataloader()):
+    for _, batch in zip(range(24), dm.train_dataloader(), strict=False):
         bins = batch.input_ids[batch.input_ids >= dm.vocab.bin_offset]
         kinds.append({"a" if (bins < first_chr2).all() else "b" if (bins >= first_chr2).all() else "mixed"})
     assert all(len(k) == 1 and "mixed" not in k for k in kinds)  # views too: neighbours are from the same dataset
@@ -62,9 +60,10 @@ def test_every_batch_holds_one_dataset_and_an_epoch_covers_every_cell():
     source = dm._source(train=True)
     for epoch in range(2):
         assert sorted(c["row"] for c in source(epoch)) == list(range(adata.n_obs))
-    mixed = AtacformerDataModule(adata, data=DataSettings(batch_size=4, val_fraction=0.0), seed=2)  # without batch_key batches mix
+    # without batch_key batches mix
+    mixed = AtacformerDataModule(adata, data=DataSettings(batch_size=4, val_fraction=0.0), seed=2)
     assert any(len(set(b.input_ids[b.input_ids >= mixed.vocab.bin_offset].ge(first_chr2).tolist())) == 2
-               for _, b in zip(range(12), mixed.train_dataloader()))
+               for _, b in zip(range(12), mixed.train_dataloader(), strict=False))
 
 
 def test_batch_key_errors():

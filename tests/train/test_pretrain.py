@@ -109,7 +109,8 @@ def test_gpu_without_cuda_is_a_clear_error(tmp_path, make_toy, run_pretrain):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_pretrain_on_gpu_uses_bf16(tmp_path, make_toy, run_pretrain):
-    model = run_pretrain(make_toy(32), out_dir=tmp_path, accelerator="gpu", devices=1, max_steps=4, batch_size=8, **FAST)
+    model = run_pretrain(make_toy(32), out_dir=tmp_path, accelerator="gpu", devices=1, max_steps=4, batch_size=8,
+                         **FAST)
     assert next(model.parameters()).dtype == torch.float32  # bf16 autocast, fp32 master weights
     m = read_metrics(tmp_path / "logs")
     assert np.isfinite(m["train/loss"]).all() and len(m) == 4

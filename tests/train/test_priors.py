@@ -112,7 +112,8 @@ def test_pretrain_observed_decoder_auto_weights_and_svd_init(tmp_path, make_toy,
 def test_the_default_recipe_is_the_measured_one_and_overrides_win(tmp_path, make_toy):
     adata = make_toy(24, seed=1)
     r = PretrainRecipe()
-    assert (r.e1_init, r.contrastive_neighbors, r.batch.contrastive_drop, r.batch.neighbor_add) == ("svd", "spectral", 0.8, 1.0)
+    assert ((r.e1_init, r.contrastive_neighbors, r.batch.contrastive_drop, r.batch.neighbor_add)
+            == ("svd", "spectral", 0.8, 1.0))
     config = build_config(AtacformerDataModule(adata, data=DataSettings(batch_size=8, val_fraction=0.0)), r)
     assert config.decoder_bins == "observed" and config.contrastive_weight == 5.0 and config.dropout == 0.0
     plain = build_config(AtacformerDataModule(adata, data=DataSettings(batch_size=8, val_fraction=0.0)),

@@ -23,7 +23,7 @@ def test_token_budget_packs_until_full_and_keeps_every_cell():
         tokens = sum(sentence_length(c, 2, 50) for c in g)
         assert tokens <= 50 or len(g) == 1
     # greedy: the next cell would not have fitted into the previous batch
-    for g, nxt in zip(groups, groups[1:]):
+    for g, nxt in zip(groups, groups[1:], strict=False):
         assert sum(sentence_length(c, 2, 50) for c in g) + sentence_length(nxt[0], 2, 50) > 50
     by_cells = list(group_cells(iter(_cells(lengths)), n_chroms=2, max_length=50, max_tokens=None, batch_size=3))
     assert [len(g) for g in by_cells] == [3, 3, 2]
@@ -114,5 +114,5 @@ def test_no_weight_decay_on_embeddings_norms_and_biases(toy):
 def test_warmup_then_cosine():
     f = [warmup_cosine(s, warmup_steps=10, max_steps=110, min_lr_ratio=0.1) for s in range(120)]
     assert f[0] < f[5] < f[9] < 1.0 and f[10] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # decays monotonically
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))  # decays monotonically
     assert f[60] == pytest.approx(0.55) and f[110] == pytest.approx(0.1) and f[119] == pytest.approx(0.1)

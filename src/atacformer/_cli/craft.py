@@ -15,7 +15,8 @@ def register(subparsers) -> None:
 
     r = CraftRecipe()
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    group = subparsers.add_parser("craft", help="joint RNA–ATAC model (CRAFT): train, embed, impute RNA, transfer labels",
+    group = subparsers.add_parser("craft",
+                                  help="joint RNA–ATAC model (CRAFT): train, embed, impute RNA, transfer labels",
                                   description="Contrastive RNA–ATAC fine-tuning on paired multiome cells.")
     sub = group.add_subparsers(dest="craft_command", metavar="SUBCOMMAND", required=True)
 

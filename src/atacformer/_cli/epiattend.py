@@ -40,7 +40,9 @@ def _csv(value: str) -> list[str]:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("epiattend", help="EpiAttend: sequence + epigenome → expression, enhancer–gene links",
-                              description="EpiAttend (Enformer-style DNA + epigenome tracks): train on a FASTA and tracks, predict per-gene expression, and score enhancer–gene links (train | predict | links).")
+                              description="EpiAttend (Enformer-style DNA + epigenome tracks): train on a FASTA and "
+                                          "tracks, predict per-gene expression, and score enhancer–gene links "
+                                          "(train | predict | links).")
     sub = p.add_subparsers(dest="epiattend_command", metavar="ACTION", required=True)
 
     t = sub.add_parser("train", help="train on all chromosomes but the held-out ones")
@@ -131,7 +133,8 @@ def _links(args) -> int:
     from atacformer.epiattend.inputs import read_regions
 
     model, data, genes = _model_and_data(args)
-    links = add_baselines(link_scores(model, data, genes, read_regions(args.candidates), max_distance=args.max_distance))
+    links = add_baselines(link_scores(model, data, genes, read_regions(args.candidates),
+                                      max_distance=args.max_distance))
     _write_table(links, args.output)
     print(f"wrote {len(links)} gene x region x cell-type scores to {args.output}")
     if args.truth:

@@ -24,11 +24,13 @@ def register(subparsers) -> None:
         "Piped input (/dev/stdin, <(zcat ...)) works for fragments. --demo ingests the shipped PBSmall "
         "fragments (hg19, 150 cells) with their cell-type labels.",
     )
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="fragments .tsv(.gz), .bed/.narrowPeak, .h5ad, .h5 or mtx folder")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="fragments .tsv(.gz), .bed/.narrowPeak, .h5ad, .h5 or mtx folder")
     p.add_argument("-o", "--output", required=True, help="output .h5ad (written atomically)")
     p.add_argument("--demo", action="store_true", help="ingest the shipped PBSmall fragments (hg19) with labels")
     p.add_argument("--genome", default=None, help="hg38 (default), hg19, mm10 or a chrom-sizes file")
-    p.add_argument("--bin-size", type=int, default=DEFAULT_BIN_SIZE, help=f"bin size in bp (default {DEFAULT_BIN_SIZE})")
+    p.add_argument("--bin-size", type=int, default=DEFAULT_BIN_SIZE,
+                   help=f"bin size in bp (default {DEFAULT_BIN_SIZE})")
     p.add_argument("--counting", choices=("insertion", "fragment"), default="insertion",
                    help="fragments: count Tn5 insertions (default) or fragments per bin")
     p.add_argument("--labels", help="fragments: barcode→label table (tsv/csv with header); keeps labelled cells")

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
                     "the measured recipe (atacformer.train.PretrainRecipe). Writes the model (config.json, "
                     "model.safetensors, vocab.json), checkpoints/, logs/ and training_curve.png to -o.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="corpus folder(s) from `atacformer tokenize`, or one .h5ad")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="corpus folder(s) from `atacformer tokenize`, or one .h5ad")
     p.add_argument("-o", "--output", required=True, help="model directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model/run in the output folder")
     p.add_argument("--preset", default=r.preset, choices=["tiny", "small", "base"], help="architecture")
@@ -40,7 +41,8 @@ def register(subparsers) -> None:
                         "chromosome × class, or learned cross-attention queries (per class with --region-classes)")
     p.add_argument("--region-classes", default=r.region_classes, metavar="FILE",
                    help="region classes of the bins: a BED / HOMER annotatePeaks / bin TSV file, or 'annotation' "
-                        "(var['region_class'], else the genome's built-in gene annotation; the class decoders' default)")
+                        "(var['region_class'], else the genome's built-in gene annotation; "
+                        "the class decoders' default)")
     p.add_argument("--contrastive-decoder-weight", type=float, default=None, metavar="W",
                    help="weight of the contrastive decoder (predicts the bins added to / dropped from each second "
                         "view; default 0 = off)")
@@ -48,7 +50,8 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-2 for tiny, else 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of max steps (at most 1000)")
     p.add_argument("--batch-tokens", type=int, default=r.data.max_tokens, help="tokens per batch and rank")
-    p.add_argument("--batch-size", type=int, default=r.data.batch_size, help="cells per batch (instead of a token budget)")
+    p.add_argument("--batch-size", type=int, default=r.data.batch_size,
+                   help="cells per batch (instead of a token budget)")
     p.add_argument("--batch-key", default=None, metavar="COLUMN",
                    help="obs column of an .h5ad input naming samples/datasets: each training batch holds one of them")
     p.add_argument("--accumulate", type=int, default=r.trainer.accumulate_grad_batches, help="gradient accumulation")
@@ -118,12 +121,14 @@ def _recipe(args, overrides: dict):
     from ..train import PretrainRecipe
 
     r = PretrainRecipe(preset=args.preset, seed=args.seed, region_classes=args.region_classes)
-    flags = {k: v for k, v in (("decoder", args.decoder), ("contrastive_decoder_weight", args.contrastive_decoder_weight))
+    flags = {k: v for k, v in (("decoder", args.decoder),
+                               ("contrastive_decoder_weight", args.contrastive_decoder_weight))
              if v is not None}
     return r.replace(
         model={**r.model, **flags, **overrides},
         optimizer={"lr": args.lr, "warmup_steps": args.warmup_steps},
-        trainer={"max_steps": args.max_steps, "ckpt_every_n_steps": args.ckpt_every, "val_every_n_steps": args.val_every,
+        trainer={"max_steps": args.max_steps, "ckpt_every_n_steps": args.ckpt_every,
+                 "val_every_n_steps": args.val_every,
                  "log_every_n_steps": args.log_every, "gradient_clip_val": args.grad_clip,
                  "accumulate_grad_batches": args.accumulate, "progress_bar": False if args.no_progress else None,
                  "deterministic": args.deterministic},

@@ -102,7 +102,8 @@ def _shown(table: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
 def _summary(r: Report, t_hem, facts: dict) -> None:
     body = r.section("Summary")
-    mode = "quick (reduced CI mode: a few training steps, so the numbers are not meaningful)" if facts["quick"] else "full"
+    mode = ("quick (reduced CI mode: a few training steps, so the numbers are not meaningful)" if facts["quick"]
+            else "full")
     r.text(body, f"Mode: {mode}. Seed {facts['settings']['seed']}. Total {facts['timings_s']['total']:.0f} s on CPU. "
                  f"Spectral baseline: {facts['spectral_implementation']}.")
     r.table(body, targets(t_hem), caption="Quality targets (hemato)")
@@ -144,7 +145,8 @@ def _data_and_pretraining(r: Report, out: Path, facts: dict, figs: dict) -> None
 def _results(r: Report, out: Path, t_hem, t_pbs, facts: dict, figs: dict) -> None:
     body = r.section("Clustering")
     r.text(body, "Leiden on a 15-NN graph; the resolution is bisected so every method has as many clusters as labels.")
-    r.table(body, _shown(t_hem.loc[["atacformer", "LSI", "spectral"]], _CLUSTER_COLS), caption="hemato (600 cells, 6 types)")
+    r.table(body, _shown(t_hem.loc[["atacformer", "LSI", "spectral"]], _CLUSTER_COLS),
+            caption="hemato (600 cells, 6 types)")
     r.table(body, _shown(t_pbs, _CLUSTER_COLS), caption="PBSmall (150 cells, 3 types)")
     for name, p in {**figs["umap_hemato"], **{f"PBSmall {k}": v for k, v in figs["umap_pbsmall"].items()}}.items():
         r.image(body, p, root=out, alt=f"UMAP {name}")

@@ -25,7 +25,6 @@ from ..genome import data_path
 from ..io import write_h5ad
 from ..metrics import macro_f1
 from ..models import Atacformer
-from ..train import FinetuneRecipe, IntegrateRecipe, PretrainRecipe
 from ..tl import (
     annotate,
     cluster,
@@ -37,6 +36,7 @@ from ..tl import (
     spectral,
     write_evaluation,
 )
+from ..train import FinetuneRecipe, IntegrateRecipe, PretrainRecipe
 from .figures import make_figures
 from .progress import Steps
 from .report import build_report
@@ -135,7 +135,8 @@ def _integrate(hem: ad.AnnData, model: Atacformer, s: DemoSettings) -> pd.DataFr
     """Adversarial fine-tune + MNN correction across the donors; their scores (clusters in ``obs``)."""
     integrate(hem, model, batch_key="donor", recipe=IntegrateRecipe(epochs=s.integrate_epochs, seed=s.seed),
               key_added="X_atacformer_integrated")
-    reps = {"atacformer integrated": "X_atacformer_integrated", "atacformer adversarial only": "X_atacformer_integrated_model"}
+    reps = {"atacformer integrated": "X_atacformer_integrated",
+            "atacformer adversarial only": "X_atacformer_integrated_model"}
     return evaluate(hem, reps=reps, labels_key="cell_type", batch_key="donor", reference_batch=REFERENCE_DONOR,
                     seed=s.seed, key_added="atacformer_evaluation_integrated", clusters_prefix="leiden_")
 
@@ -201,7 +202,8 @@ def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0, settings
                            f"({s.finetune_epochs} epoch{'s' * (s.finetune_epochs != 1)})"):
         ref, query, f1 = _annotate(hem, model, s)
         t_hem.loc["atacformer fine-tuned head", "transfer_macro_F1"] = f1
-    with steps("integrate", f"adversarial fine-tune across the donors ({s.integrate_epochs} epoch{'s' * (s.integrate_epochs != 1)}) "
+    with steps("integrate", f"adversarial fine-tune across the donors ({s.integrate_epochs} "
+                            f"epoch{'s' * (s.integrate_epochs != 1)}) "
                             "+ MNN correction"):
         t_hem = pd.concat([t_hem, _integrate(hem, model, s)])
     with steps("figures", "UMAPs, QC, confusion matrix and training curves"):

@@ -63,7 +63,7 @@ class GenomeFasta:
     def bin_sequences(self, bin_ids) -> list[str]:
         """Sequence of each global bin id."""
         c, start, end = self.bins.coords(bin_ids)
-        return [self.region(int(ci), int(s), int(e)) for ci, s, e in zip(c, start, end)]
+        return [self.region(int(ci), int(s), int(e)) for ci, s, e in zip(c, start, end, strict=False)]
 
     def close(self) -> None:
         self._fasta.close()

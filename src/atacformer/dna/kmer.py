@@ -34,7 +34,7 @@ A, C, G, T, N = 0, 1, 2, 3, 4  # 3-bit base codes; complement of x < 4 is 3 - x
 
 def _base_lut() -> np.ndarray:
     lut = np.full(256, N, dtype=np.uint8)
-    for ch, code in zip("ACGT", (A, C, G, T)):
+    for ch, code in zip("ACGT", (A, C, G, T), strict=False):
         lut[ord(ch)] = lut[ord(ch.lower())] = code
     return lut
 

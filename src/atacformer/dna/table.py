@@ -108,7 +108,7 @@ class DNAEmbeddingTable:
     def _bin_ids(self, bins) -> np.ndarray:
         """Global bin id of each row's name (-1: not a bin of ``bins``): exact names by dictionary,
         the rest (e.g. Ensembl-style ``1:0-5000``) parsed and normalised."""
-        lookup = dict(zip(bins.names().tolist(), range(bins.n_bins)))
+        lookup = dict(zip(bins.names().tolist(), range(bins.n_bins), strict=False))
         ids = np.fromiter((lookup.get(str(n), -1) for n in self.bin_names), dtype=np.int64, count=len(self))
         other = ids < 0
         if other.any():

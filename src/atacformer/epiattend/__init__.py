@@ -43,7 +43,8 @@ from .windows import WindowDataset, centered_windows, split_chromosomes, tile_wi
 __all__ = [
     "PRESETS", "EpiAttend", "EpiAttendConfig", "EpiData", "GenomeSequence", "SimulatedGenome", "WindowDataset",
     "add_baselines", "attention_rows", "centered_windows", "fit", "from_simulation", "gene_targets", "get_config",
-    "gradient_x_input", "link_auroc", "link_scores", "load_data", "load_model", "read_regions", "train_on_chromosomes", "one_hot", "pearson", "predict_genes",
+    "gradient_x_input", "link_auroc", "link_scores", "load_data", "load_model", "read_regions", "train_on_chromosomes",
+    "one_hot", "pearson", "predict_genes",
     "pseudobulk_tracks", "read_expression", "read_labels", "save_model", "simulate_genome", "split_chromosomes",
     "stack_tracks", "summarize_links", "tile_windows", "write_bedgraph",
 ]

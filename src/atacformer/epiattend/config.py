@@ -78,7 +78,7 @@ class EpiAttendConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EpiAttendConfig":
+    def from_dict(cls, d: dict) -> EpiAttendConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -89,7 +89,7 @@ class EpiAttendConfig:
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "EpiAttendConfig":
+    def load(cls, path: str | Path) -> EpiAttendConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 

@@ -53,7 +53,8 @@ class GenomeSequence:
         if not self.path.exists():
             raise FileNotFoundError(f"FASTA not found: {self.path}")
         if str(self.path).endswith(".gz"):
-            raise ValueError(f"{self.path}: compressed FASTA is not supported; decompress it (and index with samtools faidx)")
+            raise ValueError(f"{self.path}: compressed FASTA is not supported; "
+                             "decompress it (and index with samtools faidx)")
         try:
             self._fa = pyfaidx.Fasta(str(self.path), as_raw=True, sequence_always_upper=True, rebuild=False)
         except Exception as err:  # pyfaidx raises its own exception types for malformed files
@@ -200,7 +201,8 @@ def read_expression(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     df = pd.read_csv(path, sep="\t")
     missing = {"gene", "chrom", "tss"} - set(df.columns)
     if missing:
-        raise ValueError(f"{path}: expression table lacks column(s) {sorted(missing)} (need gene, chrom, tss, <cell types>)")
+        raise ValueError(f"{path}: expression table lacks column(s) {sorted(missing)} "
+                         "(need gene, chrom, tss, <cell types>)")
     values = df.drop(columns=[c for c in ("gene", "chrom", "tss", "strand") if c in df.columns]).set_index(df["gene"])
     bad = [c for c in values.columns if not np.issubdtype(values[c].dtype, np.number)]
     if bad or values.shape[1] == 0:
@@ -210,7 +212,8 @@ def read_expression(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def gene_targets(
-    genes: pd.DataFrame, values: pd.DataFrame, chrom_sizes: dict[str, int], cell_types: list[str], *, bin_size: int = 128
+    genes: pd.DataFrame, values: pd.DataFrame, chrom_sizes: dict[str, int], cell_types: list[str], *,
+    bin_size: int = 128
 ) -> dict[str, np.ndarray]:
     """Per-gene expression placed at the TSS bin → ``{chrom: (C, 1, n_bins)}`` (genes sharing a bin add
     up); every other bin is NaN (unobserved, ignored by the loss)."""
@@ -246,7 +249,8 @@ class EpiData:
     def __post_init__(self) -> None:
         for chrom, t in self.tracks.items():
             if t.shape[:2] != (len(self.cell_types), len(self.channels)):
-                raise ValueError(f"tracks[{chrom}] has shape {t.shape}, expected ({len(self.cell_types)}, {len(self.channels)}, n_bins)")
+                raise ValueError(f"tracks[{chrom}] has shape {t.shape}, "
+                                 f"expected ({len(self.cell_types)}, {len(self.channels)}, n_bins)")
 
     @property
     def chroms(self) -> list[str]:

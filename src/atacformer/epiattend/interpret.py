@@ -38,7 +38,8 @@ def gradient_x_input(
     inputs = [x.detach().clone().requires_grad_(True) if x is not None else None for x in (seq, epi)]
     y = fn(*inputs)  # (B, T, N)
     b = torch.arange(y.shape[0])
-    pos = torch.as_tensor(position).expand(y.shape[0]) if not torch.is_tensor(position) or position.ndim == 0 else position
+    pos = (torch.as_tensor(position).expand(y.shape[0]) if not torch.is_tensor(position) or position.ndim == 0
+           else position)
     picked = y[b, target, pos].sum()  # samples are independent (eval mode), so one backward serves all
     grads = torch.autograd.grad(picked, [x for x in inputs if x is not None])
     grads = iter(grads)
@@ -48,7 +49,8 @@ def gradient_x_input(
 
 
 @torch.no_grad()
-def attention_rows(model: EpiAttend, seq: torch.Tensor | None, epi: torch.Tensor | None, *, position: int) -> torch.Tensor:
+def attention_rows(model: EpiAttend, seq: torch.Tensor | None, epi: torch.Tensor | None, *,
+                   position: int) -> torch.Tensor:
     """Attention from output position ``position`` (0..N-1) to every input position: (B, P), the mean
     over heads and layers of the query row (``position + crop`` in the uncropped sequence)."""
     _, maps = model(seq, epi, return_attention=True)
@@ -83,7 +85,8 @@ def link_scores(
     device = next(model.parameters()).device
     genes = genes.reset_index(drop=True)
     windows = centered_windows(genes.chrom, genes.tss, seq_len=cfg.seq_len, bin_size=bs)
-    pairs = _pairs(genes, regions, windows, max_distance=max_distance, bin_size=bs)  # gene_idx, region, lo, hi, distance
+    # gene_idx, region, lo, hi, distance
+    pairs = _pairs(genes, regions, windows, max_distance=max_distance, bin_size=bs)
     centre = cfg.n_positions // 2
     out = []
     for ci, ct in enumerate(data.cell_types):
@@ -100,7 +103,8 @@ def link_scores(
             g, lo, hi = row.gene_idx, row.lo, row.hi
             chrom, b0 = genes.chrom[g], int(windows.start[g]) // bs
             activity = data.tracks[chrom][ci, channel, b0 + lo : b0 + hi].sum()
-            out.append((genes.gene[g], row.region, ct, row.distance, epi_attr[g, lo:hi].sum(), attn[g, lo:hi].sum(), activity))
+            out.append((genes.gene[g], row.region, ct, row.distance, epi_attr[g, lo:hi].sum(), attn[g, lo:hi].sum(),
+                        activity))
     return pd.DataFrame(out, columns=["gene", "region", "cell_type", "distance", "score", "attention", "activity"])
 
 
@@ -108,13 +112,13 @@ def _pairs(genes, regions, windows, *, max_distance: int, bin_size: int) -> pd.D
     """Candidate (gene, region) pairs with window-relative bin ranges ``[lo, hi)``."""
     rows = []
     by_chrom = {c: r for c, r in regions.groupby("chrom", sort=False)}
-    for g, (chrom, tss, start) in enumerate(zip(genes.chrom, genes.tss, windows.start)):
+    for g, (chrom, tss, start) in enumerate(zip(genes.chrom, genes.tss, windows.start, strict=False)):
         r = by_chrom.get(chrom)
         if r is None:
             continue
         centre = (r.start.to_numpy() + r.end.to_numpy()) // 2
         near = np.abs(centre - tss) <= max_distance
-        for name, s, e, c in zip(r.region[near], r.start[near], r.end[near], centre[near]):
+        for name, s, e, c in zip(r.region[near], r.start[near], r.end[near], centre[near], strict=False):
             rows.append((g, name, (s - start) // bin_size, (e - 1 - start) // bin_size + 1, int(c - tss)))
     return pd.DataFrame(rows, columns=["gene_idx", "region", "lo", "hi", "distance"])
 
@@ -128,7 +132,8 @@ def add_baselines(links: pd.DataFrame, *, min_distance: int = 128) -> pd.DataFra
 def summarize_links(links: pd.DataFrame) -> pd.DataFrame:
     """Mean of every score over cell types → one row per (gene, region)."""
     cols = [c for c in (*SCORE_COLUMNS, "activity") if c in links.columns]
-    return links.groupby(["gene", "region"], sort=False).agg(distance=("distance", "first"), **{c: (c, "mean") for c in cols}).reset_index()
+    return links.groupby(["gene", "region"], sort=False).agg(distance=("distance", "first"),
+                                                             **{c: (c, "mean") for c in cols}).reset_index()
 
 
 def link_auroc(summary: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:

@@ -202,7 +202,8 @@ class EpiAttend(nn.Module):
             parts.append(self.epi(epi))  # (B', Ce, P)
         if self.trunk is not None:
             if seq is None or seq.shape[1:] != (cfg.seq_len, 4):
-                raise ValueError(f"expected seq of shape (B, {cfg.seq_len}, 4), got {None if seq is None else tuple(seq.shape)}")
+                raise ValueError(f"expected seq of shape (B, {cfg.seq_len}, 4), "
+                                 f"got {None if seq is None else tuple(seq.shape)}")
             s = self.trunk(seq)  # (B, Cs, P)
             if n_cells is not None:
                 s = s.repeat_interleave(n_cells, dim=0)  # (B * C, Cs, P): shared by the cell types

@@ -68,7 +68,8 @@ def pseudobulk_tracks(
     return {c: counts[:, offset[i] : offset[i + 1]] for i, c in enumerate(chroms)}, cts
 
 
-def write_bedgraph(path: str | Path, track: dict[str, np.ndarray], chrom_sizes: dict[str, int], *, bin_size: int = 128) -> None:
+def write_bedgraph(path: str | Path, track: dict[str, np.ndarray], chrom_sizes: dict[str, int], *,
+                   bin_size: int = 128) -> None:
     """Write one ``{chrom: (n_bins,)}`` track as a bedGraph of its non-zero bins (atomically)."""
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
         for chrom, v in track.items():

@@ -67,7 +67,8 @@ class SimulatedGenome:
             for chrom, counts in self.atac.items():
                 size = len(self.sequences[chrom])
                 for b in np.flatnonzero(counts[ci]):
-                    rows.append(f"{chrom}\t{b * self.bin_size}\t{min((b + 1) * self.bin_size, size)}\t{counts[ci, b]:g}\n")
+                    rows.append(f"{chrom}\t{b * self.bin_size}\t{min((b + 1) * self.bin_size, size)}\t"
+                                f"{counts[ci, b]:g}\n")
             path = out / f"atac_{ct}.bedGraph"
             write_text(path, "".join(rows))
             manifest.append({"cell_type": ct, "channel": "atac", "path": path.name})
@@ -113,7 +114,8 @@ def simulate_genome(
     """Simulate the genome described in the module docstring.
 
     Genes are spaced ``gene_gap`` bp apart and responsive with probability ``p_responsive``; each gap
-    holds 1-3 CREs of ``cre_width`` bp (decoys with probability ``p_decoy``, else enhancers). Accessibility per cell type is
+    holds 1-3 CREs of ``cre_width`` bp (decoys with probability ``p_decoy``, else enhancers).
+    Accessibility per cell type is
     ``U(0.6, 1.4)`` with probability 1/2 (at least one cell type open), else 0.05; ATAC counts per
     128 bp bin are ``Poisson(1 + 25 * accessibility)`` over the element and ``Poisson(1)`` elsewhere.
     """
@@ -137,7 +139,7 @@ def simulate_genome(
             _open(acc_bins, tss - 150, tss + 150, np.ones(n_cell_types), bin_size)
             genes.append((f"{chrom}_g{g}", chrom, tss, klass))
         bounds = [0] + tss_list + [chrom_len]
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
             lo, hi = a + 500, b - 500 - cre_width
             n = int(rng.integers(1, 4))
             if hi - lo < n * (cre_width + 200):
@@ -175,7 +177,7 @@ def _candidate_pairs(genes: pd.DataFrame, regions: pd.DataFrame, max_distance: i
     for chrom, g in genes.groupby("chrom", sort=False):
         r = regions[regions.chrom == chrom]
         centre = ((r.start + r.end) // 2).to_numpy()
-        for gene, tss, klass in zip(g.gene, g.tss, g.klass):
+        for gene, tss, klass in zip(g.gene, g.tss, g.klass, strict=False):
             d = centre - tss
             for i in np.flatnonzero(np.abs(d) <= max_distance):
                 rr = r.iloc[i]

@@ -218,7 +218,8 @@ def train_on_chromosomes(
         valid_ds = WindowDataset(data, valid_w, seq_len=cfg.seq_len, crop=cfg.crop, group_cells=True)
     torch.manual_seed(seed)
     model = EpiAttend(cfg)
-    log.info("EpiAttend %s (%s): %d parameters, %d training windows", cfg.mode, cfg.seq_len, model.n_params(), len(train_w))
+    log.info("EpiAttend %s (%s): %d parameters, %d training windows", cfg.mode, cfg.seq_len, model.n_params(),
+             len(train_w))
     result = fit(model, train_ds, valid=valid_ds, steps=steps, batch_size=batch_size, lr=lr, loss=loss, seed=seed,
                  eval_every=max(steps // 5, 1), progress=progress)
     return model, result

@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 from .data import EpiData, one_hot, reverse_complement_codes
 
 
-def tile_windows(chrom_sizes: dict[str, int], chroms: list[str], *, seq_len: int, stride: int, bin_size: int = 128) -> pd.DataFrame:
+def tile_windows(chrom_sizes: dict[str, int], chroms: list[str], *, seq_len: int, stride: int,
+                 bin_size: int = 128) -> pd.DataFrame:
     """Bin-aligned windows ``(chrom, start)`` tiling each chromosome every ``stride`` bp.
 
     The first window starts ``seq_len // 2 - stride // 2`` bp before the chromosome so that, with a
@@ -101,7 +102,8 @@ class WindowDataset(Dataset):
         if self.rc and self.rng.random() < 0.5:
             s = reverse_complement_sample(s)
         squeeze = (lambda a: a) if self.group else (lambda a: a[0])
-        out = {"seq": torch.from_numpy(one_hot(s["codes"])), "epi": torch.from_numpy(np.ascontiguousarray(squeeze(s["epi"])))}
+        out = {"seq": torch.from_numpy(one_hot(s["codes"])),
+               "epi": torch.from_numpy(np.ascontiguousarray(squeeze(s["epi"])))}
         if "target" in s:
             t = s["target"][..., self.crop : s["target"].shape[-1] - self.crop]
             out["target"] = torch.from_numpy(np.ascontiguousarray(squeeze(t)))

@@ -140,7 +140,7 @@ class FragmentCounter:
         self.duplicates.add(cell, contig_ids[chrom], start, end)
         self.positions.add(chunk.chrom_names, chrom, start)
         per_contig = np.bincount(chrom, minlength=len(chunk.chrom_names))
-        self.contigs.update({n: int(k) for n, k in zip(chunk.chrom_names, per_contig.tolist()) if k})
+        self.contigs.update({n: int(k) for n, k in zip(chunk.chrom_names, per_contig.tolist(), strict=False) if k})
         st = self.stats
         st.grow(len(self.cells))
         st.add("n_unique", cell)

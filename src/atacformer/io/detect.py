@@ -150,7 +150,7 @@ def spooled(paths: list[Path]) -> Iterator[list[Path]]:
             yield out
         except (ValueError, OSError) as err:
             msg = str(err)
-            for orig, copy in zip(paths, out):
+            for orig, copy in zip(paths, out, strict=False):
                 msg = msg.replace(str(copy), str(orig))
             if msg == str(err):
                 raise

@@ -84,7 +84,7 @@ def _count(paths: list[Path], bins: BinIndex, *, counting: str, whitelist, sampl
     total = sum(p.stat().st_size for p in paths)
     try:
         with tqdm(total=total, unit="B", unit_scale=True, desc="reading fragments", disable=None) as bar:
-            for path, prefix in zip(paths, prefixes):
+            for path, prefix in zip(paths, prefixes, strict=False):
                 counter.add_file(path, prefix=prefix, progress=bar.update)
     except BaseException:
         counter.close()
@@ -130,7 +130,7 @@ def _barcodes(names: np.ndarray, samples: list[str], sample_idx: np.ndarray) -> 
     if len(samples) == 1:
         return names
     cut = np.array([len(s) + 1 for s in samples])[sample_idx]
-    return np.array([n[k:] for n, k in zip(names.tolist(), cut.tolist())], dtype=object)
+    return np.array([n[k:] for n, k in zip(names.tolist(), cut.tolist(), strict=False)], dtype=object)
 
 
 def _no_cells_error(paths, n: int, best: int, opts: FragmentOptions, n_labelled: int | None, counter) -> ValueError:

@@ -154,7 +154,7 @@ def _read_mtx_dir(path: Path) -> ad.AnnData:
     if regions.name.startswith("peaks"):
         var = pd.DataFrame({"chrom": [r[0] for r in rows], "start": [int(r[1]) for r in rows],
                             "end": [int(r[2]) for r in rows]})
-        var.index = [f"{c}:{s}-{e}" for c, s, e in zip(var["chrom"], var["start"], var["end"])]
+        var.index = [f"{c}:{s}-{e}" for c, s, e in zip(var["chrom"], var["start"], var["end"], strict=False)]
     else:
         var = pd.DataFrame(index=[r[0] for r in rows])
     if X.shape != (len(barcodes), len(var)):
@@ -261,7 +261,7 @@ def read_bed(paths: str | os.PathLike | Iterable[str | os.PathLike], *, genome: 
     obs = pd.DataFrame({"file": [str(p) for p in paths], "n_regions_used": reports}, index=names)
     if sample_table is not None:
         table = read_table(sample_table, key="sample", what="sample")
-        key = [n if n in table.index else Path(f).name for n, f in zip(names, obs["file"])]
+        key = [n if n in table.index else Path(f).name for n, f in zip(names, obs["file"], strict=False)]
         missing = [k for k in key if k not in table.index]
         if missing:
             raise ValueError(f"samples {missing} are not in the sample table")

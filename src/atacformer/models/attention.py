@@ -176,7 +176,7 @@ def _buckets(q, k, v, ctx, dropout_p):
     # zero a full (S, H, Dh) gradient for every bucket)
     sizes = [b.cells * b.width for b in ctx.buckets]
     outs = []
-    for b, qg, kg, vg in zip(ctx.buckets, q.split(sizes), k.split(sizes), v.split(sizes)):
+    for b, qg, kg, vg in zip(ctx.buckets, q.split(sizes), k.split(sizes), v.split(sizes), strict=False):
         qg, kg, vg = (x.unflatten(0, (b.cells, b.width)).transpose(1, 2) for x in (qg, kg, vg))  # (G, H, Lg, Dh)
         y = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=b.key_mask, dropout_p=dropout_p)  # (G, H, Lg, Dh)
         outs.append(y.transpose(1, 2).flatten(0, 1))  # (G*Lg, H, Dh)

@@ -139,7 +139,7 @@ def view_targets(cell: dict, sentence: np.ndarray, vocab: BinVocab) -> tuple[np.
 def _views(cells: list[dict], rngs, vocab: BinVocab, drop: float, neighbor_add: float, max_length: int):
     """Sentences of the second views and their sparse targets (cell, bin, state)."""
     sentences, v_cell, v_bin, v_state = [], [], [], []
-    for i, (cell, r) in enumerate(zip(cells, rngs)):
+    for i, (cell, r) in enumerate(zip(cells, rngs, strict=False)):
         view = contrastive_view(cell, drop, neighbor_add, r)
         sentences.append(cell_sentence(view, vocab, max_length=max_length, rng=r))
         bins, states = view_targets(cell, sentences[-1], vocab)

@@ -171,7 +171,8 @@ class CraftModel(nn.Module):
         c = self.config
         counts = rna_counts.to(self.device)
         if counts.shape != (atac_batch.num_cells, len(self.genes)):
-            raise ValueError(f"rna_counts is {tuple(counts.shape)}, expected ({atac_batch.num_cells}, {len(self.genes)})")
+            raise ValueError(f"rna_counts is {tuple(counts.shape)}, "
+                             f"expected ({atac_batch.num_cells}, {len(self.genes)})")
         losses = {}
         if c.mask_weight > 0:
             out = self.atac(atac_batch)

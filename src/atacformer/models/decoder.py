@@ -85,7 +85,8 @@ class StateDecoder(DecoderMLP):
         bins = torch.as_tensor(bins, dtype=torch.long)
         if self.all_bins or bins.shape != self.bins.shape:
             raise ValueError(f"set_bins needs decoder_bins='observed' and {self.n_bins} bins, got {tuple(bins.shape)}")
-        if len(bins) and (bool((bins[1:] <= bins[:-1]).any()) or int(bins[0]) < 0 or int(bins[-1]) >= len(self.bin_region)):
+        if len(bins) and (bool((bins[1:] <= bins[:-1]).any()) or int(bins[0]) < 0
+                          or int(bins[-1]) >= len(self.bin_region)):
             raise ValueError("decoder bins must be sorted, unique global bin ids")
         self.bins.copy_(bins)
 
@@ -134,7 +135,7 @@ class StateDecoder(DecoderMLP):
         cuts = [0, *cuts, len(pos)]
         ce_sum = eos_h.new_zeros(3, dtype=torch.float32)
         hist = torch.zeros(2, HIST_BINS, dtype=torch.float64, device=dev)
-        for i, (s, e1_chunk) in enumerate(zip(starts, torch.split(e1, self.chunk_size))):
+        for i, (s, e1_chunk) in enumerate(zip(starts, torch.split(e1, self.chunk_size), strict=False)):
             n = e1_chunk.shape[0]
             y = torch.zeros(n_cells, n, dtype=torch.long, device=dev)  # (B, n) state 0 unless open
             a, b = cuts[i], cuts[i + 1]

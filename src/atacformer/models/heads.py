@@ -13,7 +13,8 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, d_model: int, hidden: int, n_classes: int, dropout: float = 0.0):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, n_classes))
 
     def forward(self, cls: torch.Tensor) -> torch.Tensor:
         return self.net(cls)  # (B, n_classes)

@@ -84,7 +84,7 @@ def umap(
     xy = np.asarray(adata.obsm[basis])[:, :2]
     s = point_size or max(2.0, 120_000 / max(adata.n_obs, 1) ** 1.5)
     fig, axes, own = panels(len(keys), ax=ax, size=3.6, aspect=1.25)
-    for ax_, key, t in zip(axes, keys, titles):
+    for ax_, key, t in zip(axes, keys, titles, strict=False):
         cats = pd.Categorical(adata.obs[key].astype(str))
         cmap = plt.get_cmap("tab20" if len(cats.categories) > 10 else "tab10")
         for j, cat in enumerate(cats.categories):
@@ -197,7 +197,7 @@ def training_curves(source, *, x: str | None = None, title: str = "training", nc
     if not groups:
         raise ValueError("training log has no numeric metric columns")
     fig, axes, own = panels(len(groups), ax=ax, size=3.0, ncols=ncols, aspect=0.8)
-    for ax_, (metric, splits) in zip(axes, groups.items()):
+    for ax_, (metric, splits) in zip(axes, groups.items(), strict=False):
         for split, col in splits.items():
             d = df[[col] + ([x] if x else [])].dropna()
             xs = d[x].to_numpy() if x else np.arange(len(d))
@@ -246,7 +246,7 @@ def qc(adata: AnnData, *, keys: Sequence[str] | None = None, groupby: str | None
     if missing or (groupby is not None and groupby not in obs):
         raise ValueError(f"adata.obs has no column(s) {missing or [groupby]}")
     fig, axes, own = panels(len(keys), ax=ax, size=3.6, aspect=0.8)
-    for ax_, k in zip(axes, keys):
+    for ax_, k in zip(axes, keys, strict=False):
         values = np.log10(obs[k].to_numpy(dtype=float) + 1)
         edges = np.histogram_bin_edges(values[np.isfinite(values)], bins=30)
         groups = [(f"all ({len(obs)} cells)", values)] if groupby is None else [

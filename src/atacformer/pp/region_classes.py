@@ -87,7 +87,7 @@ def flatten(start: np.ndarray, end: np.ndarray, code: np.ndarray) -> tuple[np.nd
 def _chrom_offsets(genome: Genome) -> dict[str, int]:
     """Start of each chromosome on one axis, one base apart (so no run can merge across chromosomes)."""
     sizes = np.array(list(genome.chrom_sizes.values()), dtype=np.int64) + 1
-    return dict(zip(genome.chroms, np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()))
+    return dict(zip(genome.chroms, np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist(), strict=False))
 
 
 def flatten_intervals(intervals: pd.DataFrame, genome: Genome, classes: Sequence[str]) -> pd.DataFrame:
@@ -275,7 +275,8 @@ def read_class_file(path: PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    rows = [(i, r) for i, r in enumerate(_lines(path), 1) if r and r[0].strip() and not r[0].startswith(("#", "track", "browser"))]
+    rows = [(i, r) for i, r in enumerate(_lines(path), 1)
+            if r and r[0].strip() and not r[0].startswith(("#", "track", "browser"))]
     if not rows:
         raise ValueError(f"{path}: no class lines")
     head = rows[0][1]
@@ -344,7 +345,7 @@ def _user_intervals(classes, bins: BinIndex) -> pd.DataFrame:
         table = read_class_file(classes)
         if not table.attrs.get("bins"):
             return table
-        names = [f"{c}:{s}-{e}" for c, s, e in zip(table["chrom"], table["start"], table["end"])]
+        names = [f"{c}:{s}-{e}" for c, s, e in zip(table["chrom"], table["start"], table["end"], strict=False)]
         what = str(classes)
     ids = bins.ids_from_names(list(names))
     if (ids < 0).any():

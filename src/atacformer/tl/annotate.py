@@ -19,8 +19,17 @@ from sklearn.model_selection import train_test_split
 from ..metrics.labels import knn_votes
 from ..models import Atacformer
 from ..models.heads import ClassifierHead
-from ..train import AtacformerDataModule, BatchSettings, ClassifierPlan, DataSettings, FinetuneRecipe, TrainerSettings
-from ..train import encode_cells, fit, read_metrics
+from ..train import (
+    AtacformerDataModule,
+    BatchSettings,
+    ClassifierPlan,
+    DataSettings,
+    FinetuneRecipe,
+    TrainerSettings,
+    encode_cells,
+    fit,
+    read_metrics,
+)
 from ..train.batcher import adata_cells
 from ..train.engine import fingerprint, load_checkpoint, resume_checked, world_size
 from ..train.tuning import dropout_rate, freeze

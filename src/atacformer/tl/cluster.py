@@ -43,7 +43,7 @@ def get_rep(adata: AnnData, use_rep: str) -> np.ndarray:
 def _igraph(connectivities: sp.spmatrix) -> ig.Graph:
     A = sp.csr_matrix(connectivities).tocoo()
     keep = A.row < A.col
-    return ig.Graph(n=A.shape[0], edges=list(zip(A.row[keep].tolist(), A.col[keep].tolist())))
+    return ig.Graph(n=A.shape[0], edges=list(zip(A.row[keep].tolist(), A.col[keep].tolist(), strict=False)))
 
 
 def leiden(graph: ig.Graph, *, resolution: float, seed: int = 0) -> np.ndarray:

@@ -72,7 +72,7 @@ def joint_umap(outputs: dict, *, labels_key: str, path: Path, n_epochs: int | No
     """UMAP of the held-out cells' ATAC and RNA joint embeddings together, by modality and cell type."""
     a, r = outputs["atac"], outputs["rna"]
     obs = pd.concat([a.obs.assign(modality="ATAC"), r.obs.assign(modality="RNA")])
-    obs.index = [f"{m}:{n}" for m, n in zip(obs["modality"], obs.index)]
+    obs.index = [f"{m}:{n}" for m, n in zip(obs["modality"], obs.index, strict=False)]
     joint = ad.AnnData(obs=obs, obsm={"X_craft": np.vstack([a.obsm["X_craft"], r.obsm["X_craft"]])})
     umap(joint, use_rep="X_craft", n_epochs=n_epochs, seed=seed)
     outputs["joint"] = joint
@@ -87,7 +87,7 @@ def marker_figure(outputs: dict, measured: np.ndarray, genes, markers, *, path: 
     markers = [m for m in markers if m in genes]
     xy = outputs["joint"].obsm["X_umap"][outputs["atac"].n_obs:]  # the RNA cells' coordinates
     fig, axes = plt.subplots(len(markers), 3, figsize=(11, 3.2 * len(markers)), squeeze=False)
-    for row, gene in zip(axes, markers):
+    for row, gene in zip(axes, markers, strict=False):
         j = genes.index(gene)
         imp, true = outputs["imputed"][:, j], measured[:, j]
         r = np.corrcoef(imp, true)[0, 1] if imp.std() > 0 and true.std() > 0 else float("nan")

@@ -142,8 +142,8 @@ def baselines(s: PairedSplit, *, genome: str = "mm10", n_lsi: int = 30, n_pca: i
     t.imputation += [imputation_row("gene activity (body ± 2 kb)", ga[te], Y[te]),
                      imputation_row("ridge (ATAC TF-IDF → RNA)", ridge, Y[te])]
     for k in (15, KNN_IMPUTE):
-        t.imputation.append(imputation_row(f"kNN ({k} nearest in ATAC LSI)", knn_impute(a_tr, Y[tr], a_te, n_neighbors=k),
-                                           Y[te]))
+        t.imputation.append(imputation_row(f"kNN ({k} nearest in ATAC LSI)",
+                                           knn_impute(a_tr, Y[tr], a_te, n_neighbors=k), Y[te]))
     cross = knn_impute(cca.transform_y(r_tr), Y[tr], cca.transform_x(a_te), n_neighbors=KNN_IMPUTE)
     t.imputation.append(imputation_row(f"kNN in CCA space ({KNN_IMPUTE} nearest training RNA)", cross, Y[te]))
     obs = s.rna.obs

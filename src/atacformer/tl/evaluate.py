@@ -90,7 +90,8 @@ def evaluate(
     for name, rep in reps.items():
         rows[name], memb = _score_rep(get_rep(adata, rep), labels, batch, reference_batch, n_neighbors, seed)
         if clusters_prefix is not None:
-            adata.obs[clusters_prefix + name] = pd.Categorical(memb.astype(str), categories=[str(c) for c in range(memb.max() + 1)])
+            adata.obs[clusters_prefix + name] = pd.Categorical(memb.astype(str),
+                                                               categories=[str(c) for c in range(memb.max() + 1)])
     table = pd.DataFrame.from_dict(rows, orient="index")
     table = table[[c for c in COLUMNS if c in table] + [c for c in table if c not in COLUMNS]]
     table["n_clusters"] = table["n_clusters"].astype("Int64")

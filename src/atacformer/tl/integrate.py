@@ -25,8 +25,18 @@ from lightning.pytorch.callbacks import Callback
 
 from ..metrics.labels import knn_predict
 from ..models import Atacformer
-from ..train import AdversarialPlan, AtacformerDataModule, DataSettings, IntegrateRecipe, QueryPlan, QueryRecipe
-from ..train import TrainerSettings, encode_cells, fit, read_metrics
+from ..train import (
+    AdversarialPlan,
+    AtacformerDataModule,
+    DataSettings,
+    IntegrateRecipe,
+    QueryPlan,
+    QueryRecipe,
+    TrainerSettings,
+    encode_cells,
+    fit,
+    read_metrics,
+)
 from ..train.batcher import adata_cells
 from ..train.engine import fingerprint, resume_checked, world_size
 from ..train.tuning import freeze

@@ -263,6 +263,6 @@ def unannotated_promoters(
     ann["promoter_score"] = score
     auc = float(roc_auc_score(y, score))
     cand = ann[(~ann["promoter"]) & (score >= threshold)].sort_values("promoter_score", ascending=False)
-    adata.uns[key_added] = {"auc": auc, "n_promoter_bins": n_pos, "n_bins": len(y), "candidates": cand.reset_index(drop=True),
-                            "scores": ann}
+    adata.uns[key_added] = {"auc": auc, "n_promoter_bins": n_pos, "n_bins": len(y),
+                            "candidates": cand.reset_index(drop=True), "scores": ann}
     return cand.reset_index(drop=True)

@@ -47,7 +47,7 @@ def global_columns(var: pd.DataFrame, bins: BinIndex, where: str) -> np.ndarray 
         cols = np.where(ok, bins.offsets[ci] + start // bins.bin_size, -1)
         ok &= cols < bins.offsets[ci + 1]
         cols[~ok] = -1
-        labels = [f"{c}:{s}" for c, s in zip(np.asarray(chrom), start)] if not ok.all() else []
+        labels = [f"{c}:{s}" for c, s in zip(np.asarray(chrom), start, strict=False)] if not ok.all() else []
     else:
         cols = bins.ids_from_names(var.index)
         labels = list(var.index)

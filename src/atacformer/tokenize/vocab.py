@@ -76,7 +76,8 @@ class BinVocab:
         return self.n_special + self.bins.n_bins + self.n_extra
 
     def __repr__(self) -> str:
-        extra = "" if self.decoder == "chromosome" else f", decoder={self.decoder!r}, classes={len(self.region_classes)}"
+        extra = ("" if self.decoder == "chromosome"
+                 else f", decoder={self.decoder!r}, classes={len(self.region_classes)}")
         return f"BinVocab(genome={self.genome.name!r}, bin_size={self.bin_size}, size={len(self)}{extra})"
 
     @property
@@ -195,7 +196,8 @@ class BinVocab:
         if bin_size is not None and int(bin_size) != int(meta["bin_size"]):
             raise ValueError(f"{path}: vocabulary has {meta['bin_size']} bp bins, not {bin_size} bp")
         saved = {"decoder": meta.get("decoder", "chromosome"), "region_classes": list(meta.get("region_classes", []))}
-        if decoder is not None and (decoder != saved["decoder"] or list(region_classes or []) != saved["region_classes"]):
+        if decoder is not None and (decoder != saved["decoder"]
+                                    or list(region_classes or []) != saved["region_classes"]):
             raise ValueError(f"{path}: vocabulary is for the {saved['decoder']} decoder with region classes "
                              f"{saved['region_classes'] or 'none'}, not the {decoder} decoder with "
                              f"{list(region_classes or []) or 'none'}")

@@ -129,7 +129,8 @@ class PairedBatch:
         return self.atac.cell_type
 
     def to(self, device, *, non_blocking: bool = False) -> PairedBatch:
-        return PairedBatch(self.atac.to(device, non_blocking=non_blocking), self.rna.to(device, non_blocking=non_blocking))
+        return PairedBatch(self.atac.to(device, non_blocking=non_blocking),
+                           self.rna.to(device, non_blocking=non_blocking))
 
 
 class PairCollate:
@@ -234,7 +235,8 @@ def fit_craft(model: CraftModel, atac: ad.AnnData, rna: sp.spmatrix, *, recipe: 
     prepare_out_dir(out_dir, resume=ckpt_path, overwrite=overwrite)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     model = copy.deepcopy(model).train()
-    data = PairedDataModule(atac, rna, data=DataSettings(batch_size=recipe.batch_size, val_fraction=recipe.val_fraction),
+    data = PairedDataModule(atac, rna,
+                            data=DataSettings(batch_size=recipe.batch_size, val_fraction=recipe.val_fraction),
                             batch=recipe.batch, max_length=model.atac.config.max_length, seed=recipe.seed)
     run_info = {"task": "craft", "data": fingerprint(data.fingerprint()),
                 "recipe": fingerprint({k: v for k, v in recipe.to_dict().items() if k not in ("trainer", "pretrain")})}

@@ -155,7 +155,7 @@ class _CorpusSource:
                                for col in cols})
 
     def __call__(self, epoch: int) -> Iterator[dict]:
-        for ds, remap in zip(self.datasets, self.remap):
+        for ds, remap in zip(self.datasets, self.remap, strict=False):
             ds.set_epoch(epoch)
             for cell in ds:
                 for col, table in remap.items():
@@ -278,7 +278,8 @@ class AtacformerDataModule(L.LightningDataModule):
     def use_vocab(self, vocab: BinVocab) -> None:
         """Make sentences for ``vocab`` (the model's: its decoder's ``<eos>`` tokens), which must hold the
         same bins as the data's."""
-        if vocab.bin_size != self.vocab.bin_size or dict(vocab.genome.chrom_sizes) != dict(self.vocab.genome.chrom_sizes):
+        if (vocab.bin_size != self.vocab.bin_size
+                or dict(vocab.genome.chrom_sizes) != dict(self.vocab.genome.chrom_sizes)):
             raise ValueError(f"the model's vocabulary ({vocab}) has other bins than the data's ({self.vocab})")
         self.vocab = vocab
 

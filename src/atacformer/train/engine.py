@@ -160,7 +160,7 @@ class TrainingPlan(L.LightningModule):
         self.data_stats["cells"] += batch.num_cells
         self.data_stats["tokens"] += batch.num_tokens
         labels, counts = torch.unique(batch.cell_type.cpu(), return_counts=True)
-        for label, count in zip(labels.tolist(), counts.tolist()):
+        for label, count in zip(labels.tolist(), counts.tolist(), strict=False):
             self.data_stats["labels"][str(label)] = self.data_stats["labels"].get(str(label), 0) + int(count)
 
     def configure_optimizers(self):

@@ -39,7 +39,8 @@ class PretrainPlan(TrainingPlan):
         else:
             sums = (out.state_ce_sum.detach().double(), out.state_count.detach().double(),
                     out.state_hist.detach().double())
-            self._val_sums = sums if self._val_sums is None else tuple(a + b for a, b in zip(self._val_sums, sums))
+            self._val_sums = (sums if self._val_sums is None
+                              else tuple(a + b for a, b in zip(self._val_sums, sums, strict=False)))
         return out.loss, logs
 
     def on_validation_epoch_start(self) -> None:
@@ -110,7 +111,8 @@ class ClassifierPlan(TrainingPlan):
             logits = head(cls)  # (B, n_classes)
             w = None if weight is None else weight.to(cls.device)
             has = y >= 0
-            part = F.cross_entropy(logits.float(), y, weight=w, ignore_index=-1) if bool(has.any()) else logits.sum() * 0
+            part = (F.cross_entropy(logits.float(), y, weight=w, ignore_index=-1) if bool(has.any())
+                    else logits.sum() * 0)
             loss = loss + part
             logs[slot] = part
             if bool(has.any()):
@@ -181,7 +183,8 @@ class AdversarialPlan(TrainingPlan):
 
     def param_groups(self) -> list[dict]:
         return parameter_groups(self, self.optim.weight_decay,
-                                lr_scale=lambda n: self.discriminator_lr_ratio if n.startswith("discriminator") else 1.0)
+                                lr_scale=lambda n: (self.discriminator_lr_ratio if n.startswith("discriminator")
+                                                    else 1.0))
 
     def step(self, batch, stage):
         out = self.model(batch, state0_sample_rate=self.state0_sample_rate)

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 NEIGHBOR_METHODS = ("tfidf", "lsi", "spectral")
 
 
-def bin_open_counts(X: sp.spmatrix | None = None, corpora: Sequence[Corpus] = (), *, n_bins: int) -> tuple[np.ndarray, int]:
+def bin_open_counts(X: sp.spmatrix | None = None, corpora: Sequence[Corpus] = (), *,
+                    n_bins: int) -> tuple[np.ndarray, int]:
     """(n_bins,) number of cells each bin is open in, and the number of cells: from a cells × global
     bins matrix ``X``, or by reading the ``bin_ids`` column of every shard of ``corpora``."""
     counts, n_cells = np.zeros(n_bins, dtype=np.int64), 0
@@ -61,7 +62,8 @@ def balanced_state_weights(counts: np.ndarray, n_cells: int, n_decoder_bins: int
 def cell_neighbors(X: sp.spmatrix, k: int, *, method: str = "tfidf", n_comps: int = 30, seed: int = 0) -> np.ndarray:
     """(n_cells, k) nearest neighbours of each cell (itself excluded) of a cells × bins matrix.
 
-    ``method``: ``"tfidf"`` = cosine on Signac log TF-IDF profiles (:func:`~atacformer.pp.tfidf`); ``"lsi"`` = cosine on the LSI embedding
+    ``method``: ``"tfidf"`` = cosine on Signac log TF-IDF profiles (:func:`~atacformer.pp.tfidf`);
+    ``"lsi"`` = cosine on the LSI embedding
     (:func:`~atacformer.pp.lsi_embedding`, ``n_comps``); ``"spectral"`` = cosine on the SnapATAC2-style
     spectral embedding (:func:`~atacformer.pp.spectral_embedding`)."""
     if method not in NEIGHBOR_METHODS:
