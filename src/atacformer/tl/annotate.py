@@ -100,17 +100,9 @@ def _history(log_dir: Path, steps_per_epoch: int) -> pd.DataFrame:
 
 
 def finetune(
-    adata: AnnData,
-    model: Atacformer,
-    *,
-    labels_key: str = "cell_type",
-    organ_key: str | None = None,
-    batch_key: str | None = None,
-    recipe: FinetuneRecipe | None = None,
-    out_dir: str | Path | None = None,
-    resume: str | Path | None = None,
-    key_added: str = "atacformer_finetune",
-    trainer_kwargs: dict | None = None,
+    adata: AnnData, model: Atacformer, *, labels_key: str = "cell_type", organ_key: str | None = None,
+    batch_key: str | None = None, recipe: FinetuneRecipe | None = None, out_dir: str | Path | None = None,
+    resume: str | Path | None = None, key_added: str = "atacformer_finetune", trainer_kwargs: dict | None = None,
 ) -> Atacformer:
     """Fine-tune a copy of ``model`` to predict ``obs[labels_key]`` (and ``obs[organ_key]``) from <cls>.
 
@@ -146,13 +138,8 @@ def finetune(
     world = world_size(trainer_kwargs)
     if world > 1 and out_dir is None:
         raise ValueError("fine-tuning on several processes needs an out_dir shared by all ranks")
-    tuned = copy.deepcopy(model).train()
-    heads = {k: v for k, v in {"cell_type": _labels(adata, labels_key, tuned, "cell_type"),
-                               "organ": _labels(adata, organ_key, tuned, "organ")}.items() if v is not None}
+    tuned, heads = _with_heads(adata, model, labels_key, organ_key, r)
     train_idx, val_idx = _split(adata, heads["cell_type"][1], batch_key, r)
-    freeze(tuned, trainable_last_layers=r.trainable_layers, train_embeddings=r.train_embeddings)
-    if r.state_loss_weight <= 0:
-        tuned.decoder.requires_grad_(False)
     steps = -(-len(train_idx) // (r.batch_size * world))  # per epoch (each rank streams its share)
     data = AtacformerDataModule(adata, data=DataSettings(batch_size=r.batch_size), batch=r.batch,
                                 max_length=tuned.config.max_length, codes={k: v[1] for k, v in heads.items()},
@@ -164,8 +151,33 @@ def finetune(
                           run_info={"task": "finetune", "labels_key": labels_key,
                                     "data": fingerprint(data.fingerprint(), labels_key, organ_key),
                                     "recipe": fingerprint({k: v for k, v in r.to_dict().items() if k != "epochs"})})
+    history = _fit_best(plan, data, r, steps=steps, out_dir=out_dir, resume=resume, trainer_kwargs=trainer_kwargs)
+    tuned.requires_grad_(True).eval()
+    best_row = history.loc[history["val_loss"].idxmin() if r.monitor == "loss" else history["val_macro_f1"].idxmax()]
+    adata.uns[key_added] = {"history": history, "classes": heads["cell_type"][0], "monitor": r.monitor,
+                            "best_epoch": int(best_row["epoch"]), "best_val_loss": float(best_row["val_loss"]),
+                            "n_train": len(train_idx), "n_val": len(val_idx)}
+    return tuned
+
+
+def _with_heads(adata: AnnData, model: Atacformer, labels_key: str, organ_key: str | None, r: FinetuneRecipe):
+    """A trainable copy of ``model`` with heads for the label columns (frozen as the recipe says), and
+    ``{slot: (class names, codes per cell)}``."""
+    tuned = copy.deepcopy(model).train()
+    heads = {k: v for k, v in {"cell_type": _labels(adata, labels_key, tuned, "cell_type"),
+                               "organ": _labels(adata, organ_key, tuned, "organ")}.items() if v is not None}
+    freeze(tuned, trainable_last_layers=r.trainable_layers, train_embeddings=r.train_embeddings)
+    if r.state_loss_weight <= 0:
+        tuned.decoder.requires_grad_(False)
+    return tuned, heads
+
+
+def _fit_best(plan: ClassifierPlan, data: AtacformerDataModule, r: FinetuneRecipe, *, steps: int, out_dir,
+              resume, trainer_kwargs) -> pd.DataFrame:
+    """Fit with early stopping on the validation ``monitor``, load the best epoch's weights into ``plan``;
+    the per-epoch history."""
     monitor, mode = ("val/loss", "min") if r.monitor == "loss" else ("val/macro_f1", "max")
-    with tempfile.TemporaryDirectory() as tmp, dropout_rate(tuned, r.dropout):
+    with tempfile.TemporaryDirectory() as tmp, dropout_rate(plan.model, r.dropout):
         run = Path(out_dir) if out_dir is not None else Path(tmp)
         run.mkdir(parents=True, exist_ok=True)
         best = ModelCheckpoint(dirpath=run / "best", filename="best", monitor=monitor, mode=mode, save_top_k=1)
@@ -173,19 +185,9 @@ def finetune(
         settings = TrainerSettings(max_steps=r.epochs * steps, val_every_n_steps=steps, log_every_n_steps=1,
                                    ckpt_every_n_steps=steps if out_dir is not None else None)
         fit(plan, data, out_dir=run, settings=settings, resume=resume_checked(resume, run, plan.run_info),
-            callbacks=[best, stop],
-            trainer_kwargs=trainer_kwargs)
-        state = load_checkpoint(best.best_model_path)["state_dict"]
-        plan.load_state_dict(state)
-        history = _history(run / "logs", steps)
-    tuned.requires_grad_(True)
-    tuned.eval()
-    best_row = history.loc[history["val_loss"].idxmin()] if r.monitor == "loss" else \
-        history.loc[history["val_macro_f1"].idxmax()]
-    adata.uns[key_added] = {"history": history, "classes": heads["cell_type"][0], "monitor": r.monitor,
-                            "best_epoch": int(best_row["epoch"]), "best_val_loss": float(best_row["val_loss"]),
-                            "n_train": len(train_idx), "n_val": len(val_idx)}
-    return tuned
+            callbacks=[best, stop], trainer_kwargs=trainer_kwargs)
+        plan.load_state_dict(load_checkpoint(best.best_model_path)["state_dict"])
+        return _history(run / "logs", steps)
 
 
 def knn_probs(ref_X: np.ndarray, ref_codes: np.ndarray, query_X: np.ndarray, n_classes: int, *,
