@@ -76,7 +76,9 @@ def joint_umap(outputs: dict, *, labels_key: str, path: Path, n_epochs: int | No
     joint = ad.AnnData(obs=obs, obsm={"X_craft": np.vstack([a.obsm["X_craft"], r.obsm["X_craft"]])})
     umap(joint, use_rep="X_craft", n_epochs=n_epochs, seed=seed)
     outputs["joint"] = joint
-    return pl.umap(joint, color=["modality", labels_key], path=path, title="CRAFT joint space (held-out libraries)")
+    pl.umap(joint, color=["modality", labels_key], suptitle="CRAFT joint space (held-out libraries)", save=path,
+            show=False)
+    return path
 
 
 def marker_figure(outputs: dict, measured: np.ndarray, genes, markers, *, path: Path) -> Path:
