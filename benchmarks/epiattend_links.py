@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from atacformer.epiattend import (
+    GenomeSpec,
     add_baselines,
     get_config,
     link_auroc,
@@ -64,8 +65,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    sim = simulate_genome(chrom_len=args.chrom_len, motif_copies=args.motif_copies, motif_len=args.motif_len,
-                          p_decoy=args.p_decoy, seed=args.seed)
+    sim = simulate_genome(GenomeSpec(chrom_len=args.chrom_len, motif_copies=args.motif_copies,
+                                     motif_len=args.motif_len, p_decoy=args.p_decoy), seed=args.seed)
     tmp = tempfile.TemporaryDirectory()
     paths = sim.write(tmp.name)
     data, genes = load_data(paths["fasta"], tracks=paths["tracks"], expression=paths["expression"])

@@ -28,9 +28,6 @@ KNOWN_FAILING: dict[str, str] = {
 }
 # block id -> why it is not run at all (too slow for the test suite as written); xfail(run=False)
 NOT_RUN: dict[str, str] = {
-    "epiattend-sequence-single-cell-epigenome-python1":
-        "trains EpiAttend for 2,000 steps (about 8 min on 2 cores; over 10 min under load): needs tiny settings "
-        "(epiattend section)",
 }
 
 

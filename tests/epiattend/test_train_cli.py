@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from atacformer.cli import main
-from atacformer.epiattend import EpiAttend, from_simulation, get_config, load_model, save_model, simulate_genome
+from atacformer.epiattend import (
+    EpiAttend,
+    GenomeSpec,
+    from_simulation,
+    get_config,
+    load_model,
+    save_model,
+    simulate_genome,
+)
 from atacformer.epiattend.inputs import load_data
 from atacformer.epiattend.train import fit, loss_fn
 from atacformer.epiattend.windows import WindowDataset, tile_windows
@@ -15,7 +23,7 @@ SMALL = dict(seq_len=2048, stem_channels=8, seq_channels=12, epi_hidden=8, d_mod
 
 @pytest.fixture(scope="module")
 def sim_files(tmp_path_factory):
-    sim = simulate_genome(n_chroms=3, chrom_len=40_000, seed=1)
+    sim = simulate_genome(GenomeSpec(n_chroms=3, chrom_len=40_000), seed=1)
     return sim, sim.write(tmp_path_factory.mktemp("sim"))
 
 

@@ -29,7 +29,7 @@ from .interpret import (
 )
 from .model import EpiAttend
 from .pseudobulk import pseudobulk_tracks, read_labels, write_bedgraph
-from .simulate import SimulatedGenome, simulate_genome
+from .simulate import GenomeSpec, SimulatedGenome, simulate_genome
 from .train import (
     fit,
     load_model,
@@ -44,7 +44,7 @@ __all__ = [
     "PRESETS", "EpiAttend", "EpiAttendConfig", "EpiData", "GenomeSequence", "SimulatedGenome", "WindowDataset",
     "add_baselines", "attention_rows", "centered_windows", "fit", "from_simulation", "gene_targets", "get_config",
     "gradient_x_input", "link_auroc", "link_scores", "load_data", "load_model", "read_regions", "train_on_chromosomes",
-    "one_hot", "pearson", "predict_genes",
+    "one_hot", "pearson", "predict_genes", "GenomeSpec",
     "pseudobulk_tracks", "read_expression", "read_labels", "save_model", "simulate_genome", "split_chromosomes",
     "stack_tracks", "summarize_links", "tile_windows", "write_bedgraph",
 ]

@@ -94,74 +94,117 @@ def _plant(seq: np.ndarray, motif: str, lo: int, hi: int, copies: int, rng: np.r
         seq[s : s + len(m)] = m
 
 
-def simulate_genome(
-    *,
-    n_chroms: int = 8,
-    chrom_len: int = 200_000,
-    n_cell_types: int = 4,
-    max_distance: int = 4_000,
-    gene_gap: tuple[int, int] = (1_500, 4_500),
-    cre_width: int = 256,
-    p_decoy: float = 0.5,
-    p_responsive: float = 0.5,
-    gain: float = 4.0,
-    housekeeping: float = 2.0,
-    noise: float = 0.1,
-    motif_len: int = 12,
-    motif_copies: int = 3,
-    seed: int = 0,
-) -> SimulatedGenome:
+@dataclass(frozen=True)
+class GenomeSpec:
+    """Shape and grammar of the simulated genome (module docstring).
+
+    Parameters
+    ----------
+    n_chroms, chrom_len
+        Number and length (bp) of chromosomes.
+    n_cell_types
+        Cell types (one accessibility track and one expression column each).
+    max_distance
+        An enhancer drives the responsive genes whose TSS is within this many bp.
+    gene_gap
+        Range of the spacing (bp) between consecutive TSSs.
+    cre_width
+        Width (bp) of each candidate regulatory region.
+    p_decoy, p_responsive
+        Probability that a CRE is a decoy, and that a gene is responsive.
+    gain, housekeeping, noise
+        Expression model: ``1 + gain * sum(accessibility)`` for responsive genes, ``housekeeping``
+        otherwise, with log-normal noise of sd ``noise``.
+    motif_len, motif_copies
+        Length of the planted motifs and copies per CRE.
+    """
+
+    n_chroms: int = 8
+    chrom_len: int = 200_000
+    n_cell_types: int = 4
+    max_distance: int = 4_000
+    gene_gap: tuple[int, int] = (1_500, 4_500)
+    cre_width: int = 256
+    p_decoy: float = 0.5
+    p_responsive: float = 0.5
+    gain: float = 4.0
+    housekeeping: float = 2.0
+    noise: float = 0.1
+    motif_len: int = 12
+    motif_copies: int = 3
+
+
+def simulate_genome(spec: GenomeSpec | None = None, *, seed: int = 0) -> SimulatedGenome:
     """Simulate the genome described in the module docstring.
 
-    Genes are spaced ``gene_gap`` bp apart and responsive with probability ``p_responsive``; each gap
-    holds 1-3 CREs of ``cre_width`` bp (decoys with probability ``p_decoy``, else enhancers).
-    Accessibility per cell type is
-    ``U(0.6, 1.4)`` with probability 1/2 (at least one cell type open), else 0.05; ATAC counts per
-    128 bp bin are ``Poisson(1 + 25 * accessibility)`` over the element and ``Poisson(1)`` elsewhere.
+    Genes are spaced ``spec.gene_gap`` bp apart and responsive with probability ``spec.p_responsive``;
+    each gap holds 1-3 CREs of ``spec.cre_width`` bp (decoys with probability ``spec.p_decoy``, else
+    enhancers). Accessibility per cell type is ``U(0.6, 1.4)`` with probability 1/2 (at least one cell
+    type open), else 0.05; ATAC counts per 128 bp bin are ``Poisson(1 + 25 * accessibility)`` over the
+    element and ``Poisson(1)`` elsewhere.
+
+    Parameters
+    ----------
+    spec
+        :class:`GenomeSpec` (default: 8 chromosomes of 200 kb, 4 cell types).
+    seed
+        Seeds the sequences, the wiring and the noise.
+
+    Returns
+    -------
+    The :class:`SimulatedGenome` (``write`` puts it on disk).
     """
+    spec = spec or GenomeSpec()
     rng = np.random.default_rng(seed)
-    motifs = {name: "".join(rng.choice(BASES, motif_len)) for name in ("P", "Q", "E", "D")}
-    cell_types = [f"ct{i}" for i in range(n_cell_types)]
-    bin_size = 128
+    motifs = {name: "".join(rng.choice(BASES, spec.motif_len)) for name in ("P", "Q", "E", "D")}
+    cell_types = [f"ct{i}" for i in range(spec.n_cell_types)]
     sequences, atac, genes, regions = {}, {}, [], []
-    for ci in range(n_chroms):
+    for ci in range(spec.n_chroms):
         chrom = f"chr{ci + 1}"
-        seq = rng.choice(BASES, chrom_len)
-        acc_bins = np.zeros((n_cell_types, -(-chrom_len // bin_size)))
-        pos = int(rng.integers(*gene_gap))
-        tss_list = []
-        while pos < chrom_len - 1_000:
-            tss_list.append(pos)
-            pos += int(rng.integers(*gene_gap))
-        for g, tss in enumerate(tss_list):
-            klass = int(rng.random() < p_responsive)  # 1 = responsive
-            _plant(seq, motifs["P" if klass else "Q"], tss - 150, tss + 150, 2, rng)
-            _open(acc_bins, tss - 150, tss + 150, np.ones(n_cell_types), bin_size)
-            genes.append((f"{chrom}_g{g}", chrom, tss, klass))
-        bounds = [0] + tss_list + [chrom_len]
-        for a, b in zip(bounds[:-1], bounds[1:], strict=False):
-            lo, hi = a + 500, b - 500 - cre_width
-            n = int(rng.integers(1, 4))
-            if hi - lo < n * (cre_width + 200):
-                continue
-            starts = np.sort(rng.choice(np.arange(lo, hi, cre_width + 200), n, replace=False))
-            for s in starts:
-                s = int(s + rng.integers(0, 100))
-                kind = "decoy" if rng.random() < p_decoy else "enhancer"
-                klass = int(kind == "enhancer")
-                _plant(seq, motifs["E" if klass else "D"], s, s + cre_width, motif_copies, rng)
-                on = rng.random(n_cell_types) < 0.5
-                on[rng.integers(n_cell_types)] |= not on.any()
-                acc = np.where(on, rng.uniform(0.6, 1.4, n_cell_types), 0.05)
-                _open(acc_bins, s, s + cre_width, acc, bin_size)
-                regions.append((f"{chrom}:{s}-{s + cre_width}", chrom, s, s + cre_width, kind, klass, *acc))
-        sequences[chrom] = "".join(seq)
-        atac[chrom] = (rng.poisson(1.0 + 25.0 * acc_bins)).astype(np.float32)
+        sequences[chrom], atac[chrom] = _simulate_chromosome(chrom, spec, motifs, rng, genes, regions)
     genes_df = pd.DataFrame(genes, columns=["gene", "chrom", "tss", "klass"])
     regions_df = pd.DataFrame(regions, columns=["region", "chrom", "start", "end", "kind", "klass", *cell_types])
-    truth = _candidate_pairs(genes_df, regions_df, max_distance)
-    expression = _expression(genes_df, regions_df, truth, cell_types, gain, housekeeping, noise, rng)
-    return SimulatedGenome(sequences, atac, genes_df, expression, regions_df, truth, motifs, cell_types, bin_size)
+    truth = _candidate_pairs(genes_df, regions_df, spec.max_distance)
+    expression = _expression(genes_df, regions_df, truth, cell_types, spec.gain, spec.housekeeping, spec.noise,
+                             rng)
+    return SimulatedGenome(sequences, atac, genes_df, expression, regions_df, truth, motifs, cell_types, _BIN)
+
+
+_BIN = 128  # bp per accessibility bin
+
+
+def _simulate_chromosome(chrom: str, spec: GenomeSpec, motifs: dict, rng: np.random.Generator,
+                         genes: list, regions: list) -> tuple[str, np.ndarray]:
+    """One chromosome's sequence and (n_cell_types, n_bins) ATAC counts; appends its genes and CREs."""
+    seq = rng.choice(BASES, spec.chrom_len)
+    acc_bins = np.zeros((spec.n_cell_types, -(-spec.chrom_len // _BIN)))
+    tss_list, pos = [], int(rng.integers(*spec.gene_gap))
+    while pos < spec.chrom_len - 1_000:
+        tss_list.append(pos)
+        pos += int(rng.integers(*spec.gene_gap))
+    for g, tss in enumerate(tss_list):
+        klass = int(rng.random() < spec.p_responsive)  # 1 = responsive
+        _plant(seq, motifs["P" if klass else "Q"], tss - 150, tss + 150, 2, rng)
+        _open(acc_bins, tss - 150, tss + 150, np.ones(spec.n_cell_types), _BIN)
+        genes.append((f"{chrom}_g{g}", chrom, tss, klass))
+    bounds = [0] + tss_list + [spec.chrom_len]
+    width = spec.cre_width
+    for a, b in zip(bounds[:-1], bounds[1:], strict=False):
+        lo, hi = a + 500, b - 500 - width
+        n = int(rng.integers(1, 4))
+        if hi - lo < n * (width + 200):
+            continue
+        for s in np.sort(rng.choice(np.arange(lo, hi, width + 200), n, replace=False)):
+            s = int(s + rng.integers(0, 100))
+            kind = "decoy" if rng.random() < spec.p_decoy else "enhancer"
+            klass = int(kind == "enhancer")
+            _plant(seq, motifs["E" if klass else "D"], s, s + width, spec.motif_copies, rng)
+            on = rng.random(spec.n_cell_types) < 0.5
+            on[rng.integers(spec.n_cell_types)] |= not on.any()
+            acc = np.where(on, rng.uniform(0.6, 1.4, spec.n_cell_types), 0.05)
+            _open(acc_bins, s, s + width, acc, _BIN)
+            regions.append((f"{chrom}:{s}-{s + width}", chrom, s, s + width, kind, klass, *acc))
+    return "".join(seq), rng.poisson(1.0 + 25.0 * acc_bins).astype(np.float32)
 
 
 def _open(acc_bins: np.ndarray, start: int, end: int, acc: np.ndarray, bin_size: int) -> None:

@@ -166,10 +166,7 @@ def craft_train(
             atac = _rebin_for_pretraining(atac, genome)
         encoder = _atac_model(model, atac[atac_rows], recipe, run, reuse=resume is not None,
                               trainer_kwargs=trainer_kwargs)
-        bins = atac_bins(atac, encoder)[atac_rows]
-        X = sp.csr_matrix(raw_counts(rna)[rna_rows])
-        genes = GeneVocab(_training_genes(X, rna.var_names))
-        counts, _ = genes.align(X, rna.var_names)
+        bins, genes, counts = _paired_inputs(atac, rna, encoder, atac_rows, rna_rows)
         torch.manual_seed(recipe.seed)  # the new parts' initialisation
         craft = CraftModel(encoder, genes, recipe.model).to(encoder.device)
         craft = fit_craft(craft, bins, counts, recipe=recipe, out_dir=run, resume=resume, overwrite=overwrite,
@@ -178,6 +175,15 @@ def craft_train(
         craft.save_pretrained(out_dir)
         log.info("saved the CRAFT model to %s", out_dir)
     return craft
+
+
+def _paired_inputs(atac: ad.AnnData, rna: ad.AnnData, encoder: Atacformer, atac_rows, rna_rows):
+    """The paired cells' encoder bins, the training gene vocabulary and its aligned raw counts."""
+    bins = atac_bins(atac, encoder)[atac_rows]
+    X = sp.csr_matrix(raw_counts(rna)[rna_rows])
+    genes = GeneVocab(_training_genes(X, rna.var_names))
+    counts, _ = genes.align(X, rna.var_names)
+    return bins, genes, counts
 
 
 def _rebin_for_pretraining(atac: ad.AnnData, genome: str | None) -> ad.AnnData:

@@ -205,12 +205,7 @@ def pretrain(
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     data = AtacformerDataModule(inputs, data=recipe.data, batch=recipe.batch, val_inputs=val_inputs, seed=recipe.seed)
     config, run_info = _config_and_identity(data, recipe, ckpt_path)
-    data.max_length = config.max_length
-    data.use_vocab(config.vocab())  # sentences with the decoder's <eos> tokens
-    if config.contrastive_weight == 0 and config.contrastive_decoder_weight == 0:  # no second views to build
-        data.batch = dataclasses.replace(data.batch, contrastive_drop=None)
-    else:
-        set_view_neighbors(data, recipe)
+    _fit_data_to_config(data, config, recipe)
     model = Atacformer(config, dna_embeddings=dna_embeddings)
     if ckpt_path is None:
         init_from_data(model, data, recipe)
@@ -220,6 +215,16 @@ def pretrain(
     trainer = fit(plan, data, out_dir=out_dir, settings=recipe.trainer, resume=ckpt_path, callbacks=callbacks,
                   trainer_kwargs=trainer_kwargs)
     return _saved(trainer, config, dna_embeddings, out_dir)
+
+
+def _fit_data_to_config(data: AtacformerDataModule, config: AtacformerConfig, recipe: PretrainRecipe) -> None:
+    """Sentences as the model reads them: its length, its decoder's ``<eos>`` tokens, second views if used."""
+    data.max_length = config.max_length
+    data.use_vocab(config.vocab())
+    if config.contrastive_weight == 0 and config.contrastive_decoder_weight == 0:  # no second views to build
+        data.batch = dataclasses.replace(data.batch, contrastive_drop=None)
+    else:
+        set_view_neighbors(data, recipe)
 
 
 def _saved(trainer, config: AtacformerConfig, dna_embeddings, out_dir: Path) -> Atacformer:
