@@ -158,6 +158,14 @@ def _write_metrics(out: Path, t_hem: pd.DataFrame, t_pbs: pd.DataFrame, facts: d
     write_text(out / "metrics.json", json.dumps(both, indent=2))
 
 
+def _facts(s: DemoSettings, *, quick: bool, timings: dict, hem, pbs, query, f1: float) -> dict:
+    """What the report and ``metrics.json`` record about the run besides the metric tables."""
+    return {"settings": asdict(s), "quick": quick, "timings_s": {**timings, "total": sum(timings.values())},
+            "spectral_implementation": hem.uns["X_spectral"]["implementation"], "annotation_macro_F1": f1,
+            "n_cells": {"pbsmall": pbs.n_obs, "hemato": hem.n_obs}, "torch": torch.__version__,
+            "query_class_sizes": {str(k): int(v) for k, v in query.obs["cell_type"].value_counts().items()}}
+
+
 def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0, settings: DemoSettings | None = None,
              progress: bool = True) -> Path:
     """Run the demo into ``outdir`` and return the path of ``report.html``.
@@ -210,11 +218,7 @@ def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0, settings
         figs = make_figures(out / "figures", pbs=pbs, hem=hem, ref=ref, query=query, curve_csv=curve_csv, s=s,
                             reference=REFERENCE_DONOR, query_donor=QUERY_DONOR)
     with steps("write", "metrics, annotated cells (.h5ad) and report"):
-        facts = {"settings": asdict(s), "quick": quick, "timings_s": dict(steps), "spectral_implementation":
-                 hem.uns["X_spectral"]["implementation"], "annotation_macro_F1": f1,
-                 "n_cells": {"pbsmall": pbs.n_obs, "hemato": hem.n_obs}, "torch": torch.__version__,
-                 "query_class_sizes": {str(k): int(v) for k, v in query.obs["cell_type"].value_counts().items()}}
-        facts["timings_s"]["total"] = sum(steps.values())
+        facts = _facts(s, quick=quick, timings=dict(steps), hem=hem, pbs=pbs, query=query, f1=f1)
         _write_metrics(out, t_hem, t_pbs, facts)
         cells = [write_cells(a, out / f"{name}.h5ad", seed=s.seed) for name, a in (("hemato", hem), ("pbsmall", pbs))]
         report = build_report(out, t_hem=t_hem, t_pbs=t_pbs, facts=facts, figs=figs, cells=cells)
