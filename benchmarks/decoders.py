@@ -16,7 +16,8 @@ per built-in region class; median training step time; peak RSS of the run's proc
 own subprocess (``--jobs`` at a time, one thread each); finished runs are kept in ``OUT/runs.jsonl``,
 so an interrupted benchmark continues where it stopped.
 
-    python benchmarks/decoders.py [--steps 300] [--seeds 0,1] [--jobs 2] [--out DIR]
+    python benchmarks/decoders.py [--steps 300] [--seeds 0,1] [--jobs 2] [--out DIR] [--decoders A,B]
+                                  [--cd-weights 0,1] [--datasets hemato,snare]
 """
 
 from __future__ import annotations
@@ -195,6 +196,9 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--auroc-cells", type=int, default=300)
     ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--decoders", default=",".join(DECODERS), help="subset of the decoder names (comma-separated)")
+    ap.add_argument("--cd-weights", default=f"0,{CONTRASTIVE_DECODER_WEIGHT:g}",
+                    help="contrastive-decoder weights to run (0 = off)")
     ap.add_argument("--out", default="/tmp/atacformer_decoders")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -209,8 +213,8 @@ def main() -> None:
     done = {(r["dataset"], r["decoder"], r["cd_weight"], r["seed"]) for r in rows}
     specs = [{"dataset": ds, "path": str(paths[ds]), "labels_key": DATASETS[ds], "decoder": d, "cd_weight": w,
               "seed": int(seed), "steps": args.steps, "auroc_cells": args.auroc_cells}
-             for seed in args.seeds.split(",") for ds in args.datasets.split(",") for d in DECODERS
-             for w in (0.0, CONTRASTIVE_DECODER_WEIGHT) if (ds, d, w, int(seed)) not in done]
+             for seed in args.seeds.split(",") for ds in args.datasets.split(",") for d in args.decoders.split(",")
+             for w in map(float, args.cd_weights.split(",")) if (ds, d, w, int(seed)) not in done]
     print(f"{platform.node()} {platform.processor() or platform.machine()}, {len(specs)} runs to do", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         for row in pool.map(run_child, specs):
