@@ -279,7 +279,7 @@ def annotate(
     columns = list(model.config.heads) if labels_key is None else label_columns(labels_key)
     unknown = [c for c in columns if c not in model.heads]
     if unknown:
-        raise ValueError(f"the model has no head for {unknown}; its heads: {list(model.config.heads)}")
+        raise ValueError(f"the model has no {unknown[0]!r} head (its heads: {list(model.config.heads)})")
     if not 0.0 <= knn_weight <= 1.0:
         raise ValueError(f"knn_weight must be in [0, 1], got {knn_weight}")
     adata = adata.copy() if copy else adata
