@@ -60,14 +60,20 @@ class AtacformerOutput:
         return self.logits.get("organ")
 
 
-def _legacy_head_keys(module, state_dict, prefix, *args) -> None:
-    """Load pre-hook: weights saved before heads were keyed by label column (``cell_type_head.*``,
-    ``organ_head.*``) load into the heads of the ``cell_type`` / ``organ`` columns."""
+def rename_legacy_heads(state_dict: dict, prefix: str = "") -> dict:
+    """Rename, in place, weights saved before heads were keyed by label column (``cell_type_head.*``,
+    ``organ_head.*``) to the heads of the ``cell_type`` / ``organ`` columns; returns ``state_dict``."""
     for key in [k for k in state_dict if k.startswith(prefix)]:
         for slot in LEGACY_HEAD_FIELDS:
             old = f"{prefix}{slot}_head."
             if key.startswith(old):
                 state_dict[f"{prefix}heads.{head_key(slot)}." + key[len(old):]] = state_dict.pop(key)
+    return state_dict
+
+
+def _legacy_head_keys(module, state_dict, prefix, *args) -> None:
+    """Load pre-hook (checkpoints of old runs): :func:`rename_legacy_heads` under the module's prefix."""
+    rename_legacy_heads(state_dict, prefix)
 
 
 class Atacformer(nn.Module):
@@ -283,7 +289,8 @@ class Atacformer(nn.Module):
             model = cls(config, attention=attention)
         except (TypeError, ValueError, RuntimeError, AssertionError) as err:
             raise ValueError(f"{directory / CONFIG_FILE}: cannot build a model from this config ({err})") from None
-        _check_weights(model, _load_weights(directory / WEIGHTS_FILE, map_location), directory / WEIGHTS_FILE)
+        state = rename_legacy_heads(_load_weights(directory / WEIGHTS_FILE, map_location))
+        _check_weights(model, state, directory / WEIGHTS_FILE)
         return model.to(map_location)
 
 
