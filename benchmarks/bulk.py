@@ -28,18 +28,12 @@ Methods, all in the same run on the same sets:
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
-import tempfile
-import time
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 import atacformer as af
 from atacformer.metrics import macro_f1
@@ -99,7 +93,8 @@ def write_and_read(sets: list[dict], genome: str, folder: Path, second: str) -> 
         v = var.iloc[s["bins"]]
         score = np.minimum(1000, 100 * s["signal"]).astype(int)
         lines = [f"{c}\t{a}\t{b}\t{s['sample']}_{i}\t{sc}\t.\t{sig}\t-1\t-1\t{(b - a) // 2}"
-                 for i, (c, a, b, sc, sig) in enumerate(zip(v["chrom"], v["start"], v["end"], score, s["signal"]))]
+                 for i, (c, a, b, sc, sig) in enumerate(zip(v["chrom"], v["start"], v["end"], score, s["signal"],
+                                                            strict=True))]
         path = folder / f"{s['sample']}.narrowPeak"
         path.write_text("\n".join(lines) + "\n")
         paths.append(path)

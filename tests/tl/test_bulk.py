@@ -39,7 +39,7 @@ def write_sets(folder, n_per_type=8, seed=0, *, missing_type=()):
             v = var.iloc[open_bins]
             path = folder / f"{sample}.bed"
             path.write_text("".join(f"{c}\t{s + 100}\t{s + 600}\tpeak{j}\n"
-                                    for j, (c, s) in enumerate(zip(v["chrom"], v["start"]))))
+                                    for j, (c, s) in enumerate(zip(v["chrom"], v["start"], strict=True))))
             paths.append(path)
             rows.append({"sample": sample, "cell_type": "" if sample in missing_type else name, "assay": assay})
     table = folder / "samples.tsv"
@@ -113,7 +113,8 @@ def test_two_label_columns_train_and_predict(tmp_path, long_model):
     ref.obs.loc["C3_s0", "assay"] = np.nan  # a row with only one of its labels
     assert ref.obs["cell_type"].isna().sum() == 2
     before = {k: v.clone() for k, v in long_model.state_dict().items()}
-    tuned = finetune(ref, long_model, labels_key="cell_type,assay", recipe=FinetuneRecipe(epochs=30, patience=30, batch_size=8, train_embeddings=True))
+    recipe = FinetuneRecipe(epochs=30, patience=30, batch_size=8, train_embeddings=True)
+    tuned = finetune(ref, long_model, labels_key="cell_type,assay", recipe=recipe)
     assert all(torch.equal(before[k], v) for k, v in long_model.state_dict().items()) and not len(long_model.heads)
     info = ref.uns["atacformer_finetune"]
     assert tuned.config.heads == {"cell_type": list(TYPES), "assay": list(ASSAYS)} == info["heads"]
@@ -143,7 +144,7 @@ def test_missing_labels_do_not_reach_the_loss(tmp_path, long_model):
     plan = ClassifierPlan(model, class_weights={"cell_type": None, "assay": None}, optimizer=OptimizerSettings(),
                           max_steps=1)
     cells = adata_cells(sets, model)[:4]
-    for c, t, a in zip(cells, [0, -1, 2, -1], [-1, -1, -1, -1]):
+    for c, t, a in zip(cells, [0, -1, 2, -1], [-1, -1, -1, -1], strict=True):
         c.update(cell_type=t, assay=a)
     batch = BatchSettings(mask_fraction=0.0).collate(cells, model.vocab, np.random.default_rng(0),
                                                      max_length=MAX_LENGTH, label_keys=["cell_type", "assay"])
@@ -168,7 +169,8 @@ def test_similar_sets_finds_the_true_nearest_set(tmp_path):
     top = table[table["rank"] == 1].set_index("query")["reference"]
     assert top.to_dict() == {"q5": ref.obs_names[5], "q0": ref.obs_names[0], "q9": ref.obs_names[9]}
     assert len(table) == 9 and (np.diff(table["similarity"].to_numpy().reshape(3, 3), axis=1) <= 0).all()
-    assert query.uns["similar_sets"]["table"].equals(table) and query.uns["similar_sets"]["params"]["metric"] == "cosine"
+    info = query.uns["similar_sets"]
+    assert info["table"].equals(table) and info["params"]["metric"] == "cosine"
     # Jaccard over the open bins: a set's own copy is its nearest set, similarity 1
     jac = similar_sets(query, ref, use_rep="X", n_neighbors=1, key_added="jac")
     assert list(jac["reference"]) == list(ref.obs_names[[5, 0, 9]]) and np.allclose(jac["similarity"], 1.0)

@@ -33,7 +33,8 @@ def test_cli_round_trip_with_two_label_columns(tmp_path, toy_sizes, capsys):
     assert _ingest(tmp_path / "new", toy_sizes, tmp_path / "new_sets.h5ad", n_per_type=4, seed=5) == 0
     toy_model(max_length=MAX_LENGTH).save_pretrained(tmp_path / "model")
     assert main(["finetune", str(tmp_path / "sets.h5ad"), "--model", str(tmp_path / "model"),
-                 "--labels-key", "cell_type,assay", "--epochs", "30", "--lr", "3e-3", "-o", str(tmp_path / "tuned")]) == 0
+                 "--labels-key", "cell_type,assay", "--epochs", "30", "--lr", "3e-3",
+                 "-o", str(tmp_path / "tuned")]) == 0
     assert "cell_type (3 classes), assay (2 classes)" in capsys.readouterr().out
     tuned = Atacformer.from_pretrained(tmp_path / "tuned")
     assert tuned.config.heads == {"cell_type": list(TYPES), "assay": list(ASSAYS)}
@@ -70,7 +71,8 @@ def test_bad_region_set_inputs(tmp_path, toy_sizes, capsys):
     assert f"1 rows name no input BED file: {rows['sample'].iloc[-1]}" in capsys.readouterr().err
     assert not out.exists()
     # a label column with one class
-    assert main(["ingest", *map(str, paths), "--genome", str(toy_sizes), "--sample-table", str(table), "-o", str(out)]) == 0
+    args = ["ingest", *map(str, paths), "--genome", str(toy_sizes), "--sample-table", str(table), "-o", str(out)]
+    assert main(args) == 0
     sets = ad.read_h5ad(out)
     sets.obs["assay"] = "atac"
     sets.write_h5ad(out)

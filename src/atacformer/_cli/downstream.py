@@ -169,7 +169,8 @@ def _finetune(args: argparse.Namespace) -> int:
     hist = info["history"]
     heads = ", ".join(f"{col} ({len(names)} classes)" for col, names in info["heads"].items())
     print(f"fine-tuned {heads}: {len(hist)} epochs; best val loss {info['best_val_loss']:.4f} "
-          f"(epoch {info['best_epoch']}), last val accuracy {hist['val_accuracy'].iloc[-1]:.3f}; saved to {args.output}")
+          f"(epoch {info['best_epoch']}), last val accuracy {hist['val_accuracy'].iloc[-1]:.3f}; "
+          f"saved to {args.output}")
     return 0
 
 

@@ -236,15 +236,16 @@ def _sample_rows(sample_table, names: list[str], paths: list[Path]) -> pd.DataFr
     table when an input has no row, or a row names no input (a typo, or a table of another folder)."""
     table = read_table(sample_table, key="sample", what="sample")
     where = sample_table if isinstance(sample_table, (str, os.PathLike)) else "the sample table"
-    key = [n if n in table.index else p.name for n, p in zip(names, paths)]
-    missing = [f"{n} ({p})" for k, n, p in zip(key, names, paths) if k not in table.index]
+    key = [n if n in table.index else p.name for n, p in zip(names, paths, strict=True)]
+    missing = [f"{n} ({p})" for k, n, p in zip(key, names, paths, strict=True) if k not in table.index]
     if missing:
         raise ValueError(f"{where}: no row for {len(missing)} of the {len(paths)} BED files: {', '.join(missing[:5])} "
                          f"(the first column must be the sample name {names[0]!r} or the file name {paths[0].name!r})")
     unknown = sorted(set(table.index) - set(key))
     if unknown:
         raise ValueError(f"{where}: {len(unknown)} rows name no input BED file: {', '.join(unknown[:5])} (inputs: "
-                         f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); give every file or drop those rows")
+                         f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
+                         "give every file or drop those rows")
     return table.loc[key]
 
 

@@ -135,7 +135,8 @@ class AtacformerConfig:
             if len(names) < 1 or len(set(names)) != len(names):
                 raise ValueError(f"head {col!r} needs distinct class names, got {names}")
         if set(self.head_loss_weights) - set(self.heads):
-            raise ValueError(f"head_loss_weights for columns without a head: {sorted(set(self.head_loss_weights) - set(self.heads))}")
+            extra = sorted(set(self.head_loss_weights) - set(self.heads))
+            raise ValueError(f"head_loss_weights for columns without a head: {extra}")
 
     # ------------------------------------------------------------ construction
     @classmethod

@@ -16,13 +16,13 @@ from .embed import embed
 from .evaluate import evaluate, write_evaluation
 from .integrate import integrate, integrate_model, map_query
 from .mnn import mnn_correct
-from .similar import similar_sets
 from .regions import (
     annotate_bins,
     region_embeddings,
     specific_regions,
     unannotated_promoters,
 )
+from .similar import similar_sets
 
 __all__ = [
     "annotate", "annotate_bins", "cluster", "craft_embed", "craft_train", "embed", "evaluate", "finetune",
