@@ -124,6 +124,10 @@ class PairedBatch:
     def num_tokens(self) -> int:
         return self.atac.num_tokens
 
+    def label(self, column: str) -> torch.Tensor:
+        """(B,) codes of label ``column`` of the ATAC side (all -1 when absent)."""
+        return self.atac.label(column)
+
     @property
     def cell_type(self) -> torch.Tensor:
         return self.atac.cell_type
