@@ -19,7 +19,11 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def register(subparsers) -> None:
-    from ..tl.embed import REGION_SET_SUBSETS
+    _add_pretrain(subparsers)
+    _add_embed(subparsers)
+
+
+def _add_pretrain(subparsers) -> None:
     from ..tokenize.vocab import DECODERS
     from ..train import PretrainRecipe  # the CLI defaults are the recipe's
 
@@ -76,6 +80,10 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=r.seed, help="random seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (periodic log lines instead)")
     p.set_defaults(func=_pretrain)
+
+
+def _add_embed(subparsers) -> None:
+    from ..tl.embed import REGION_SET_SUBSETS
 
     e = subparsers.add_parser("embed", help="cell (or region-set) embeddings from an atacFormer into obsm",
                               description="Embed the rows of a cells × bins (or region sets × bins) .h5ad and "
