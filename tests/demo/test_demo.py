@@ -14,7 +14,8 @@ def test_demo_quick(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--quick"]) == 0
     err = capsys.readouterr().err
-    assert "[demo 2/9] pretrain:" in err and "[demo 9/9] write: done in" in err  # a line per step
+    assert "[demo 2/10] pretrain:" in err and "[demo 10/10] write: done in" in err  # a line per step
+    assert "[demo 8/10] craft: done in" in err
     html = (out / "report.html").read_text()
     for term in METRICS:  # every metric is explained, with its direction
         assert f"<dt>{term}</dt>" in html
@@ -41,7 +42,13 @@ def test_demo_quick(tmp_path, capsys):
     assert 0 <= hem["atacformer fine-tuned head"]["transfer_macro_F1"] <= 1
     facts = res["hemato"]
     assert facts["n_cells"] == {"pbsmall": 150, "hemato": 600} and facts["quick"] is True
-    assert set(facts["timings_s"]) >= {"ingest", "pretrain", "embed", "evaluate", "annotate", "integrate", "total"}
+    assert set(facts["timings_s"]) >= {"ingest", "pretrain", "embed", "evaluate", "annotate", "integrate", "craft",
+                                       "total"}
+    craft = res["craft"]  # CRAFT beside its baselines, also as markdown
+    assert {"CCA (ATAC LSI × RNA PCA)", "CRAFT"} <= set(craft["alignment"])
+    assert 0 <= craft["alignment"]["CRAFT"]["FOSCTTM"] <= 1 and "CRAFT" in craft["labels"]
+    assert "## imputation" in (out / "metrics_craft.md").read_text()
+    assert "craft_joint_umap.png" in html and "craft_markers.png" in html
     assert (out / "model" / "model.safetensors").exists()
     assert (out / "metrics_hemato.md").read_text().startswith("| method |")
     cells = ad.read_h5ad(out / "hemato.h5ad")

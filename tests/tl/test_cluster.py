@@ -66,3 +66,20 @@ def test_umap_is_seeded_and_stored_as_scanpy_does():
     out = umap(adata, use_rep="X_emb", seed=3, key_added="X_u2", copy=True)
     assert first.shape == (60, 2) and "X_u2" not in adata.obsm
     np.testing.assert_allclose(first, out.obsm["X_u2"], atol=1e-4)
+
+
+def test_cluster_reaches_the_count_when_the_graph_has_more_components():
+    # 5 tight, far-apart blobs (kNN graph: 5 components, so Leiden alone never gives fewer than 5);
+    # blobs 0/1 and 2/3 are close pairs, 4 is alone: 3 clusters must merge exactly the close pairs
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [3, 0], [100, 0], [103, 0], [50, 80]], dtype=float)
+    sizes = [40, 10, 40, 10, 30]
+    X = np.concatenate([c + 0.05 * rng.standard_normal((n, 2)) for c, n in zip(centres, sizes, strict=True)])
+    blob = np.repeat(np.arange(5), sizes)
+    adata = ad.AnnData(np.zeros((len(X), 1), dtype=np.float32), obsm={"X_e": X})
+    cluster(adata, use_rep="X_e", n_clusters=3, n_neighbors=5)
+    got = adata.obs["leiden"].astype(int).to_numpy()
+    assert len(np.unique(got)) == 3
+    expected = np.array([0, 0, 1, 1, 2])[blob]
+    assert ari(expected, got) == 1.0
+    assert adata.uns["leiden"]["n_clusters"] == 3

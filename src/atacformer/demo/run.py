@@ -10,6 +10,7 @@ timings, and the annotated cells as ``hemato.h5ad`` / ``pbsmall.h5ad`` for scanp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,7 @@ import torch
 from .._atomic import write_text
 from ..genome import data_path
 from ..io import write_h5ad
-from ..metrics import macro_f1
+from ..metrics import macro_f1, to_markdown
 from ..models import Atacformer
 from ..tl import (
     annotate,
@@ -37,6 +38,7 @@ from ..tl import (
     write_evaluation,
 )
 from ..train import FinetuneRecipe, IntegrateRecipe, PretrainRecipe
+from .craft import CraftDemoSettings, craft_section
 from .figures import make_figures
 from .progress import Steps
 from .report import build_report
@@ -55,13 +57,15 @@ class DemoSettings:
     finetune_epochs: int = 40
     integrate_epochs: int = 6
     umap_epochs: int | None = None
+    craft: CraftDemoSettings | None = field(default_factory=CraftDemoSettings)  # None: no CRAFT section
     seed: int = 0
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoSettings:
-        """The reduced CI mode: 3 pretraining steps, 1 fine-tuning and 1 integration epoch."""
+        """The reduced CI mode: 3 pretraining steps, 1 fine-tuning and 1 integration epoch, a few CRAFT steps."""
         recipe = PretrainRecipe.demo(seed).replace(trainer={"max_steps": 3})
-        return cls(pretrain=recipe, finetune_epochs=1, integrate_epochs=1, umap_epochs=50, seed=seed)
+        return cls(pretrain=recipe, finetune_epochs=1, integrate_epochs=1, umap_epochs=50,
+                   craft=CraftDemoSettings.quick(seed), seed=seed)
 
 
 def load_data() -> tuple[ad.AnnData, ad.AnnData]:
@@ -151,11 +155,34 @@ def write_cells(adata: ad.AnnData, path: Path, *, seed: int) -> Path:
     return write_h5ad(adata, path)
 
 
-def _write_metrics(out: Path, t_hem: pd.DataFrame, t_pbs: pd.DataFrame, facts: dict) -> None:
+def _craft(out: Path, s: DemoSettings, steps: Steps) -> dict:
+    """The CRAFT section on the shipped SNARE-seq cortex (paired RNA + ATAC, mm10), as one demo step."""
+    from ..datasets import snareseq
+
+    c = s.craft
+    with steps("craft", f"CRAFT on {c.n_train + c.n_test} SNARE-seq cortex cells (paired RNA + ATAC): trained on "
+                        f"the other libraries, scored on {'+'.join(c.test_libraries)}"):
+        atac, rna = snareseq()
+        return craft_section(atac, rna, out / "figures", settings=dataclasses.replace(c, seed=s.seed))
+
+
+def _write_metrics(out: Path, t_hem: pd.DataFrame, t_pbs: pd.DataFrame, facts: dict, craft: dict | None) -> None:
     write_evaluation(t_hem, out, name="metrics_hemato", extra=facts)
     write_evaluation(t_pbs, out, name="metrics_pbsmall")
     both = {name: json.loads((out / f"metrics_{name}.json").read_text()) for name in ("hemato", "pbsmall")}
+    if craft is not None:
+        both["craft"] = {name: json.loads(t.to_json(orient="index")) for name, t in craft["tables"].items()}
+        write_text(out / "metrics_craft.md", "\n\n".join(f"## {name}\n\n{to_markdown(t)}"
+                                                           for name, t in craft["tables"].items()) + "\n")
     write_text(out / "metrics.json", json.dumps(both, indent=2))
+
+
+def _facts(s: DemoSettings, *, quick: bool, timings: dict, hem, pbs, query, f1: float) -> dict:
+    """What the report and ``metrics.json`` record about the run besides the metric tables."""
+    return {"settings": asdict(s), "quick": quick, "timings_s": {**timings, "total": sum(timings.values())},
+            "spectral_implementation": hem.uns["X_spectral"]["implementation"], "annotation_macro_F1": f1,
+            "n_cells": {"pbsmall": pbs.n_obs, "hemato": hem.n_obs}, "torch": torch.__version__,
+            "query_class_sizes": {str(k): int(v) for k, v in query.obs["cell_type"].value_counts().items()}}
 
 
 def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0, settings: DemoSettings | None = None,
@@ -183,7 +210,7 @@ def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0, settings
     s = settings or (DemoSettings.quick(seed) if quick else DemoSettings(seed=seed))
     out = Path(outdir)
     L.seed_everything(s.seed, verbose=False)
-    steps = Steps(9, progress=progress)
+    steps = Steps(9 + (s.craft is not None), progress=progress)
     with steps("ingest", "reading the shipped PBSmall fragments and hemato peak matrix (hg19, 5 kb bins)"):
         pbs, hem = load_data()
     with steps("pretrain", f"pretraining the tiny model on {pbs.n_obs + hem.n_obs} cells without labels "
@@ -206,16 +233,13 @@ def run_demo(outdir: str | Path, *, quick: bool = False, seed: int = 0, settings
                             f"epoch{'s' * (s.integrate_epochs != 1)}) "
                             "+ MNN correction"):
         t_hem = pd.concat([t_hem, _integrate(hem, model, s)])
+    craft = _craft(out, s, steps) if s.craft is not None else None
     with steps("figures", "UMAPs, QC, confusion matrix and training curves"):
         figs = make_figures(out / "figures", pbs=pbs, hem=hem, ref=ref, query=query, curve_csv=curve_csv, s=s,
                             reference=REFERENCE_DONOR, query_donor=QUERY_DONOR)
     with steps("write", "metrics, annotated cells (.h5ad) and report"):
-        facts = {"settings": asdict(s), "quick": quick, "timings_s": dict(steps), "spectral_implementation":
-                 hem.uns["X_spectral"]["implementation"], "annotation_macro_F1": f1,
-                 "n_cells": {"pbsmall": pbs.n_obs, "hemato": hem.n_obs}, "torch": torch.__version__,
-                 "query_class_sizes": {str(k): int(v) for k, v in query.obs["cell_type"].value_counts().items()}}
-        facts["timings_s"]["total"] = sum(steps.values())
-        _write_metrics(out, t_hem, t_pbs, facts)
+        facts = _facts(s, quick=quick, timings=dict(steps), hem=hem, pbs=pbs, query=query, f1=f1)
+        _write_metrics(out, t_hem, t_pbs, facts, craft)
         cells = [write_cells(a, out / f"{name}.h5ad", seed=s.seed) for name, a in (("hemato", hem), ("pbsmall", pbs))]
-        report = build_report(out, t_hem=t_hem, t_pbs=t_pbs, facts=facts, figs=figs, cells=cells)
+        report = build_report(out, t_hem=t_hem, t_pbs=t_pbs, facts=facts, figs=figs, cells=cells, craft=craft)
     return report

@@ -87,8 +87,42 @@ def _search_resolution(graph: ig.Graph, n_clusters: int, seed: int, n_steps: int
     return best[0], best[1]
 
 
+def merge_to(memb: np.ndarray, X: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Merge clusters until ``n_clusters`` remain: the smallest joins the one with the nearest centroid.
+
+    Leiden cannot return fewer clusters than the kNN graph has connected components (a small group of
+    cells whose neighbours are all among themselves is always its own cluster); this reaches the wanted
+    count anyway, moving as few cells as possible.
+
+    Parameters
+    ----------
+    memb
+        (n,) cluster ids.
+    X
+        (n, d) embedding the clusters were found in.
+    n_clusters
+        Wanted number of clusters (at most the current count).
+
+    Returns
+    -------
+    (n,) cluster ids ``0 .. n_clusters - 1``, the largest cluster first.
+    """
+    memb = np.unique(memb, return_inverse=True)[1]
+    X = np.asarray(X, dtype=np.float64)
+    while memb.max() + 1 > n_clusters:
+        sizes = np.bincount(memb)
+        centroids = np.stack([X[memb == c].mean(0) for c in range(len(sizes))])
+        small = int(np.argmin(sizes))
+        d = ((centroids - centroids[small]) ** 2).sum(1)
+        d[small] = np.inf
+        memb = np.unique(np.where(memb == small, int(np.argmin(d)), memb), return_inverse=True)[1]
+    order = np.argsort(-np.bincount(memb), kind="stable")
+    return np.argsort(order)[memb]
+
+
 def leiden_clusters(
-    connectivities: sp.spmatrix, *, resolution: float | None = None, n_clusters: int | None = None, seed: int = 0
+    connectivities: sp.spmatrix, *, resolution: float | None = None, n_clusters: int | None = None, seed: int = 0,
+    X: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """Leiden on a graph given as a (n, n) adjacency matrix (the array level of :func:`cluster`).
 
@@ -102,6 +136,10 @@ def leiden_clusters(
         bisect the resolution until Leiden returns this many clusters (the closest count if none does).
     seed
         Leiden's seed.
+    X
+        The (n, d) embedding of the graph: with ``n_clusters``, when every resolution gives more clusters
+        than wanted (more connected components than ``n_clusters``), the closest ones are merged
+        (:func:`merge_to`) instead of returning the wrong count.
 
     Returns
     -------
@@ -117,6 +155,10 @@ def leiden_clusters(
     if n_clusters < 1 or n_clusters > n:
         raise ValueError(f"n_clusters must be in [1, {n}], got {n_clusters}")
     resolution, memb = _search_resolution(graph, n_clusters, seed)
+    if X is not None and len(np.unique(memb)) > n_clusters:
+        log.warning("merging %d Leiden clusters to %d by centroid distance (the kNN graph has more connected "
+                    "components than clusters wanted)", len(np.unique(memb)), n_clusters)
+        memb = merge_to(memb, X, n_clusters)
     return memb, float(resolution)
 
 
@@ -196,8 +238,9 @@ def cluster(
         writes them (prefixed by ``neighbors_key`` when it is not ``"neighbors"``).
     """
     adata = adata.copy() if copy else adata
-    conn, dist = knn_graphs(get_rep(adata, use_rep), n_neighbors=n_neighbors)
-    memb, resolution = leiden_clusters(conn, resolution=resolution, n_clusters=n_clusters, seed=seed)
+    X = get_rep(adata, use_rep)
+    conn, dist = knn_graphs(X, n_neighbors=n_neighbors)
+    memb, resolution = leiden_clusters(conn, resolution=resolution, n_clusters=n_clusters, seed=seed, X=X)
     cats = [str(c) for c in range(memb.max() + 1)]
     adata.obs[key_added] = pd.Categorical(memb.astype(str), categories=cats)
     adata.uns[key_added] = {"params": {"resolution": resolution, "random_state": seed, "n_iterations": -1,

@@ -30,7 +30,7 @@ def _check_keys(adata: AnnData, reps: dict[str, str], labels_key: str, batch_key
 def _score_rep(X, labels, batch, reference_batch, n_neighbors: int, seed: int) -> tuple[dict, np.ndarray]:
     """(scores, clusters) of one embedding under the protocol of :func:`evaluate`."""
     conn, _ = knn_graphs(X, n_neighbors=n_neighbors)
-    memb, resolution = leiden_clusters(conn, n_clusters=len(np.unique(labels)), seed=seed)
+    memb, resolution = leiden_clusters(conn, n_clusters=len(np.unique(labels)), seed=seed, X=X)
     scores = score_embedding(X, labels, clusters=memb, batch=batch, reference_batch=reference_batch,
                              n_neighbors=n_neighbors)
     return {**scores, "n_clusters": len(np.unique(memb)), "resolution": resolution}, memb

@@ -92,7 +92,8 @@ def build_config(data: AtacformerDataModule, recipe: PretrainRecipe) -> Atacform
         n_dec = int((counts > 0).sum()) if config.decoder_bins == "observed" else config.n_bins
         if weights == "auto":
             weights = balanced_state_weights(counts, n_cells, n_dec)
-            log.info("state weights (balanced over %d cells × %d bins): %s", n_cells, n_dec, weights)
+            log.info("state weights (balanced over %d cells × %d bins): %s", n_cells, n_dec,
+                     ", ".join(f"{w:.3g}" for w in weights))
         config = dataclasses.replace(config, n_decoder_bins=n_dec if config.decoder_bins == "observed" else 0)
     n_dec = config.n_decoder_bins or config.n_bins
     budget = recipe.closed_bins_per_cell

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from atacformer._snareseq import snareseq
+from atacformer.datasets import snareseq
+from atacformer.demo.craft import CraftDemoSettings, craft_section
 from atacformer.io.regions import read_region_matrix
-from atacformer.tl.craft_demo import CraftDemoSettings, craft_section
 
 
 def test_craft_section_quick(tmp_path):

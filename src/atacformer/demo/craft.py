@@ -1,7 +1,7 @@
 """The demo's CRAFT section: a subset of paired cells split by library → CRAFT beside its baselines,
 a joint UMAP of both modalities, imputed vs measured marker genes, the three metric tables.
 
->>> from atacformer._snareseq import snareseq                                        # doctest: +SKIP
+>>> from atacformer.datasets import snareseq                                         # doctest: +SKIP
 >>> section = craft_section(*snareseq(), "demo_out/craft")                           # doctest: +SKIP
 >>> section["figures"], section["tables"]["alignment"]                               # doctest: +SKIP
 """
@@ -20,10 +20,10 @@ import pandas as pd
 
 from .. import pl
 from .._atomic import atomic_path
+from ..tl import umap
+from ..tl.craft_eval import PairedSplit, baselines, train_and_score
 from ..train import pretrain
 from ..train.craft import CraftRecipe
-from .cluster import umap
-from .craft_eval import PairedSplit, baselines, train_and_score
 
 log = logging.getLogger(__name__)
 MARKERS = ("Slc17a7", "Gad1", "Mbp", "Gja1")  # excitatory, inhibitory neurons, oligodendrocytes, astrocytes
