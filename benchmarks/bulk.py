@@ -1,29 +1,31 @@
 """Bulk region sets (issue 17): pseudo-bulk BED files from real single cells, cell type (and a second label)
 predicted on libraries / donors never seen in training.
 
-Region sets: per (library, cell type), random subsets of 10–200 cells of that type (log-uniform; at most the
-cells there are) are pooled; the set's open regions are the 5 kb bins with >= MIN_INSERTIONS insertions in
-the pooled cells. Each set is written as a narrowPeak file (signalValue = insertions) and read back with
-``atacformer.io.read_bed`` and a sample table, exactly as a real collection would be.
+Region sets: per (library, cell type), random pools of 10–200 cells of that type (log-uniform; at most the
+cells there are; hemato's test donor has 5–16 cells of four types, so its pools start at 5); the set's open
+regions are the 5 kb bins with >= MIN_INSERTIONS insertions in the pooled cells, so depth varies with the
+pool as in real bulk data. Each set is written as a narrowPeak file (signalValue = insertions) with a sample
+table and read back with ``atacformer.io.read_bed``, exactly as a real collection would be.
 
-* SNARE-seq adult mouse cortex ATAC (mm10, /work/shared): 8 libraries (obs['batch']), 15 coarse types
-  (types with >= 10 cells in a library make sets); train on 09A–09F, test on 09G–09H. Second label:
-  ``class`` (excitatory / inhibitory / non-neuronal; ``Mis`` has none: missing, ignored by that head).
-* hemato (hg19, shipped): train on donor BMMC_D6T1, test on BMMC_D5T1. Second label: ``stage``
+* SNARE-seq adult mouse cortex ATAC (mm10, shipped: ``atacformer.datasets.snareseq``): 8 libraries, 15 coarse
+  types (a type makes sets in a library where it has >= 10 cells); train on 09A–09F, test on 09G–09H. Second
+  label ``class`` (excitatory / inhibitory / non-neuronal; ``Mis`` has none: missing, ignored by that head).
+* hemato (hg19, shipped): train on donor BMMC_D6T1, test on BMMC_D5T1. Second label ``stage``
   (progenitor: HSC, CMP/LMPP, GMP, CLP; mature: B, CD8 naive).
 
 Methods, all in the same run on the same sets:
 
-* atacformer: ``tiny`` pretrained on the single cells of the training libraries (the measured in-memory
-  recipe, no labels), fine-tuned on the training sets with one head per label column
-  (``tl.finetune(labels_key=["cell_type", <second>])``), predicted with ``tl.annotate`` averaging
-  ``n_subsets`` random subsets of each set (max_length MAX_LENGTH tokens);
+* atacformer: ``tiny`` pretrained without labels on the single cells of the training libraries (the demo
+  recipe, PRETRAIN_STEPS steps, sentences of MAX_LENGTH tokens, about a cell's open bins), fine-tuned on the
+  training sets with one head per label column (``tl.finetune(labels_key=["cell_type", <second>])``: a fresh
+  random cell-sized subset of each set in every batch), predicted with ``tl.annotate`` averaging K random
+  subsets of each test set (K in N_SUBSETS: how many are needed);
 * Jaccard nearest neighbour: the label of the training set sharing the most open bins (``tl.similar_sets``
   on ``use_rep="X"``);
-* TF-IDF + logistic regression on the bins (class-balanced; C chosen by cross-validation over the training
-  libraries).
+* TF-IDF + logistic regression on the bins (IDF of the training sets; class-balanced; C by cross-validation
+  grouped by training library).
 
-    python benchmarks/bulk.py [--seed 0] [--dataset snare|hemato|both]
+    python benchmarks/bulk.py [--seed 0] [--dataset snare|hemato|both] [--json out.json]
 """
 
 from __future__ import annotations
