@@ -73,8 +73,8 @@ def test_padded_and_packed_losses_agree(toy_vocab, make_cells):
 def test_missing_labels_are_ignored(toy_vocab, make_cells):
     model = _model(toy_vocab, n_cell_types=3, n_organs=2, cell_type_loss_weight=2.0, organ_loss_weight=0.5)
     batch = _batch(toy_vocab, make_cells, n=4)
-    batch.cell_type = torch.tensor([2, -1, 0, -1])
-    batch.organ = torch.full((4,), -1)
+    batch.labels["cell_type"] = torch.tensor([2, -1, 0, -1])
+    batch.labels["organ"] = torch.full((4,), -1)
     out = model(batch)
     ref = F.cross_entropy(out.cell_type_logits[[0, 2]], torch.tensor([2, 0]))
     torch.testing.assert_close(out.losses["cell_type"], ref)
@@ -82,7 +82,7 @@ def test_missing_labels_are_ignored(toy_vocab, make_cells):
     expected = out.losses["state"] + 2.0 * out.losses["cell_type"]
     torch.testing.assert_close(out.loss, expected)
     out.loss.backward()
-    grads = [p.grad for p in model.organ_head.parameters()]
+    grads = [p.grad for p in model.heads["organ"].parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 

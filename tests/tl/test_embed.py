@@ -115,7 +115,7 @@ def test_a_long_cell_gets_one_embedding_whichever_tool_embeds_it(toy_genome):
     with torch.no_grad():
         head = torch.softmax(model.cell_type_head(torch.from_numpy(ref[None])), 1).numpy()[0]
     np.testing.assert_allclose(alone.obsm["atacformer_label_probs"][0], head, atol=1e-6)
-    np.testing.assert_allclose(probs[4], head, atol=1e-6)
+    np.testing.assert_allclose(probs["cell_type"][4], head, atol=1e-6)
     # map_query embeds the query (and a reference without obsm[use_rep]) the same way
     query = adata.copy()
     map_query(query, adata, model, n_neighbors=3, use_rep="X_mapped")

@@ -114,3 +114,28 @@ def test_pretrain_on_gpu_uses_bf16(tmp_path, make_toy, run_pretrain):
     assert next(model.parameters()).dtype == torch.float32  # bf16 autocast, fp32 master weights
     m = read_metrics(tmp_path / "logs")
     assert np.isfinite(m["train/loss"]).all() and len(m) == 4
+
+
+
+def test_continued_pretraining_starts_from_the_given_model(tmp_path, make_toy, recipe_of):
+    """``pretrain(init=model)``: the run keeps the model's config (the recipe's preset and overrides are not
+    applied) and starts from its weights; data on another genome is refused."""
+    from atacformer.genome import Genome
+    from atacformer.train import pretrain
+
+    adata = make_toy(40)
+    base = pretrain(adata, out_dir=tmp_path / "base", recipe=recipe_of(max_steps=2, batch_size=8, seed=1, **FAST))
+    still = {**FAST, "lr": 1e-12}  # the weights cannot move: what comes out is what went in
+    more = pretrain(adata, out_dir=tmp_path / "more", init=tmp_path / "base",
+                    recipe=recipe_of(max_steps=2, batch_size=8, **{**still, "preset": "small"}))
+    fresh = pretrain(adata, out_dir=tmp_path / "fresh", recipe=recipe_of(max_steps=2, batch_size=8, **still))
+    assert more.config.to_dict() == base.config.to_dict() and more.config.d_model == base.config.d_model
+
+    def same(m):
+        a, b = base.state_dict(), m.state_dict()
+        return a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+    assert same(more) and not same(fresh)
+    other = make_toy(40, genome=Genome.from_chrom_sizes({"chr1": 500_000}, name="other"))
+    with pytest.raises(ValueError, match="genome"):
+        pretrain(other, out_dir=tmp_path / "x", recipe=recipe_of(max_steps=2, batch_size=8, **still), init=base)

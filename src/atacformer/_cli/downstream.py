@@ -38,16 +38,17 @@ def _add_finetune(subparsers) -> None:
     from ..train import FinetuneRecipe
 
     fr, fmt = FinetuneRecipe(), FMT
-    p = subparsers.add_parser("finetune", help="fine-tune the <cls> cell-type head on labelled cells",
-                              description="Fine-tune a copy of a pretrained model to predict a label column "
-                                          "(atacformer.train.FinetuneRecipe), early-stopped on a validation split.",
+    p = subparsers.add_parser("finetune", help="fine-tune <cls> label heads on labelled cells or region sets",
+                              description="Fine-tune a copy of a pretrained model to predict one or more label "
+                                          "columns, one head each (atacformer.train.FinetuneRecipe), early-stopped "
+                                          "on a validation split. Rows missing a label are ignored by its head.",
                               formatter_class=fmt)
-    p.add_argument("input", help="cells × bins .h5ad with labels")
+    p.add_argument("input", help="cells × bins (or region sets × bins) .h5ad with label columns in obs")
     p.add_argument("--model", required=True, help="pretrained model folder")
     p.add_argument("-o", "--output", required=True, help="folder for the fine-tuned model (+ checkpoints/, logs/)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model in the output folder")
-    p.add_argument("--labels-key", default="cell_type", help="obs column to predict")
-    p.add_argument("--organ-key", help="obs column of a second (organ/tissue) head")
+    p.add_argument("--labels-key", default="cell_type",
+                   help="obs column(s) to predict, comma-separated (e.g. cell_type,assay): one head each")
     p.add_argument("--stratify-key", help="obs column (e.g. donor) to stratify the validation split by, too")
     p.add_argument("--trainable-layers", type=int, help="train only the last N encoder layers (default all)")
     p.add_argument("--epochs", type=int, default=fr.epochs, help="at most this many epochs")
@@ -58,16 +59,22 @@ def _add_finetune(subparsers) -> None:
 
 
 def _add_annotate(subparsers) -> None:
+    from ..tl.embed import REGION_SET_SUBSETS
+
     fmt = FMT
-    p = subparsers.add_parser("annotate", help="predict cell types with a fine-tuned model",
-                              description="Predict labels with the <cls> head of a fine-tuned model.",
-                              formatter_class=fmt)
-    p.add_argument("input", help="cells × bins .h5ad")
+    p = subparsers.add_parser("annotate", help="predict labels (cell type, assay, ...) with a fine-tuned model",
+                              description="Predict every label column of a fine-tuned model (label + confidence "
+                                          "per column) for cells or region sets.", formatter_class=fmt)
+    p.add_argument("input", help="cells × bins (or region sets × bins) .h5ad")
     p.add_argument("--model", required=True, help="fine-tuned model folder")
     p.add_argument("-o", "--output", required=True, help="output .h5ad")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--threshold", type=float, default=0.5, help='confidence below this → "unknown"')
-    p.add_argument("--key-added", default="atacformer_label", help="obs column of the labels")
+    p.add_argument("--key-added", default="atacformer_label",
+                   help="obs column of the labels (with several heads: KEY_<column> per column)")
+    p.add_argument("--n-subsets", type=int, default=None,
+                   help="random subsets averaged per row longer than max_length (default: "
+                        f"{REGION_SET_SUBSETS} for region sets from BED files, 1 for cells)")
     p.set_defaults(func=_annotate)
 
 
@@ -156,13 +163,15 @@ def _finetune(args: argparse.Namespace) -> int:
     adata, model = _read(args.input), _model(args.model)
     recipe = FinetuneRecipe(epochs=args.epochs, trainable_layers=args.trainable_layers, seed=args.seed)
     recipe = recipe.replace(optimizer={"lr": args.lr})
-    tuned = finetune(adata, model, labels_key=args.labels_key, organ_key=args.organ_key, batch_key=args.stratify_key,
-                     recipe=recipe, out_dir=args.output, resume=args.resume)
+    tuned = finetune(adata, model, labels_key=args.labels_key, batch_key=args.stratify_key, recipe=recipe,
+                     out_dir=args.output, resume=args.resume)
     tuned.save_pretrained(args.output)
     info = adata.uns["atacformer_finetune"]
     hist = info["history"]
-    print(f"fine-tuned {len(hist)} epochs; best val loss {info['best_val_loss']:.4f} (epoch {info['best_epoch']}), "
-          f"last val accuracy {hist['val_accuracy'].iloc[-1]:.3f}; saved to {args.output}")
+    heads = ", ".join(f"{col} ({len(names)} classes)" for col, names in info["heads"].items())
+    print(f"fine-tuned {heads}: {len(hist)} epochs; best val loss {info['best_val_loss']:.4f} "
+          f"(epoch {info['best_epoch']}), last val accuracy {hist['val_accuracy'].iloc[-1]:.3f}; "
+          f"saved to {args.output}")
     return 0
 
 
@@ -171,8 +180,9 @@ def _annotate(args: argparse.Namespace) -> int:
 
     _refuse_existing(args.output, args.overwrite)
     adata = _read(args.input)
-    annotate(adata, _model(args.model), threshold=args.threshold, key_added=args.key_added)
-    print(adata.obs[args.key_added].value_counts().to_string())
+    annotate(adata, _model(args.model), threshold=args.threshold, key_added=args.key_added, n_subsets=args.n_subsets)
+    for col, info in adata.uns[args.key_added]["columns"].items():
+        print(f"{col}:\n" + adata.obs[info["key"]].value_counts().to_string())
     _write(adata, args.output)
     return 0
 

@@ -19,6 +19,11 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def register(subparsers) -> None:
+    _add_pretrain(subparsers)
+    _add_embed(subparsers)
+
+
+def _add_pretrain(subparsers) -> None:
     from ..tokenize.vocab import DECODERS
     from ..train import PretrainRecipe  # the CLI defaults are the recipe's
 
@@ -76,15 +81,23 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (periodic log lines instead)")
     p.set_defaults(func=_pretrain)
 
-    e = subparsers.add_parser("embed", help="cell embeddings from a pretrained atacFormer into obsm",
-                              description="Embed the cells of a cells × bins .h5ad and write it with obsm[KEY].")
-    e.add_argument("model", help="model directory (from `atacformer pretrain`)")
-    e.add_argument("cells", help="cells × bins .h5ad on the model's genome and bin size")
+
+def _add_embed(subparsers) -> None:
+    from ..tl.embed import REGION_SET_SUBSETS
+
+    e = subparsers.add_parser("embed", help="cell (or region-set) embeddings from an atacFormer into obsm",
+                              description="Embed the rows of a cells × bins (or region sets × bins) .h5ad and "
+                                          "write it with obsm[KEY].")
+    e.add_argument("model", help="model directory (from `atacformer pretrain` or `finetune`)")
+    e.add_argument("cells", help="cells × bins (or region sets × bins) .h5ad on the model's genome and bin size")
     e.add_argument("-o", "--output", required=True, help="output .h5ad (written atomically)")
     e.add_argument("--overwrite", action="store_true", help="replace an existing output")
     e.add_argument("--key-added", default="X_atacformer", help="obsm key of the embedding (default: X_atacformer)")
     e.add_argument("--pooling", default="cls", choices=["cls", "mean"], help="<cls> output or mean over tokens")
     e.add_argument("--batch-size", type=int, default=64, help="cells per forward pass (default: 64)")
+    e.add_argument("--n-subsets", type=int, default=None,
+                   help="random subsets averaged per row longer than max_length (default: "
+                        f"{REGION_SET_SUBSETS} for region sets from BED files, 1 for cells)")
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: CUDA when available)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     e.set_defaults(func=_embed)
@@ -161,6 +174,6 @@ def _embed(args) -> int:
     out = check_output(args.output, args.overwrite)
     adata = read_h5ad(args.cells)
     embed(adata, args.model, key_added=args.key_added, pooling=args.pooling, batch_size=args.batch_size,
-          device=args.device, progress=False if args.no_progress else None)
+          device=args.device, n_subsets=args.n_subsets, progress=False if args.no_progress else None)
     write_h5ad(adata, out)
     return 0

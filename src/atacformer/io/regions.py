@@ -231,6 +231,24 @@ def _read_bed_positions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array(chrom, dtype=object), np.array(pos, dtype=np.int64)
 
 
+def _sample_rows(sample_table, names: list[str], paths: list[Path]) -> pd.DataFrame:
+    """The sample table's row of each input (keyed by sample name or file name); a ``ValueError`` naming the
+    table when an input has no row, or a row names no input (a typo, or a table of another folder)."""
+    table = read_table(sample_table, key="sample", what="sample")
+    where = sample_table if isinstance(sample_table, (str, os.PathLike)) else "the sample table"
+    key = [n if n in table.index else p.name for n, p in zip(names, paths, strict=True)]
+    missing = [f"{n} ({p})" for k, n, p in zip(key, names, paths, strict=True) if k not in table.index]
+    if missing:
+        raise ValueError(f"{where}: no row for {len(missing)} of the {len(paths)} BED files: {', '.join(missing[:5])} "
+                         f"(the first column must be the sample name {names[0]!r} or the file name {paths[0].name!r})")
+    unknown = sorted(set(table.index) - set(key))
+    if unknown:
+        raise ValueError(f"{where}: {len(unknown)} rows name no input BED file: {', '.join(unknown[:5])} (inputs: "
+                         f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
+                         "give every file or drop those rows")
+    return table.loc[key]
+
+
 def read_bed(paths: str | os.PathLike | Iterable[str | os.PathLike], *, genome: str | Genome = "hg38",
              bin_size: int = DEFAULT_BIN_SIZE, sample_table: str | os.PathLike | pd.DataFrame | None = None,
              sample_names: Sequence[str] | None = None, force_genome: bool = False) -> ad.AnnData:
@@ -260,12 +278,7 @@ def read_bed(paths: str | os.PathLike | Iterable[str | os.PathLike], *, genome: 
     X = sp.vstack(rows, format="csr").astype(np.int32)
     obs = pd.DataFrame({"file": [str(p) for p in paths], "n_regions_used": reports}, index=names)
     if sample_table is not None:
-        table = read_table(sample_table, key="sample", what="sample")
-        key = [n if n in table.index else Path(f).name for n, f in zip(names, obs["file"], strict=False)]
-        missing = [k for k in key if k not in table.index]
-        if missing:
-            raise ValueError(f"samples {missing} are not in the sample table")
-        obs = obs.join(table.loc[key].set_axis(obs.index))
+        obs = obs.join(_sample_rows(sample_table, names, paths).set_axis(obs.index))
     uns = bins.uns()
     uns["ingest"] = {"inputs": [str(p) for p in paths], "kind": "bed"}
     return ad.AnnData(X=X, obs=obs, var=bins.var(), uns=uns)

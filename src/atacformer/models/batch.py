@@ -25,6 +25,8 @@ from ..tokenize.sentences import DEFAULT_MAX_LENGTH, cell_sentence
 from ..tokenize.vocab import BinVocab
 
 MISSING_LABEL = -1
+#: label codes a batch carries by default (pretraining heads)
+DEFAULT_LABEL_KEYS = ("cell_type", "organ")
 
 
 @dataclass
@@ -39,8 +41,7 @@ class PackedBatch:
     target_cell: torch.Tensor  # (N,) int64 cell of each open (cell, bin) pair
     target_bin: torch.Tensor  # (N,) int64 global bin id
     target_state: torch.Tensor  # (N,) int64 in {1 in sentence, 2 open but removed}
-    cell_type: torch.Tensor  # (B,) int64, -1 = missing
-    organ: torch.Tensor  # (B,) int64, -1 = missing
+    labels: dict[str, torch.Tensor]  # label column -> (B,) int64 class codes, -1 = missing
     view_cls_index: torch.Tensor | None = None  # (B,) <cls> of each cell's second (contrastive) view
     view_eos_index: torch.Tensor | None = None  # (B, R) the second views' <eos>
     view_target_cell: torch.Tensor | None = None  # (M,) cell of each added/dropped (view, bin) pair
@@ -51,6 +52,21 @@ class PackedBatch:
     @property
     def num_cells(self) -> int:
         return int(self.cls_index.shape[0])
+
+    def label(self, column: str) -> torch.Tensor:
+        """(B,) codes of label ``column``; all -1 (missing) when the batch does not carry it."""
+        codes = self.labels.get(column)
+        return codes if codes is not None else torch.full((self.num_cells,), MISSING_LABEL, dtype=torch.int64)
+
+    @property
+    def cell_type(self) -> torch.Tensor:
+        """``label("cell_type")`` (read-only, for old callers)."""
+        return self.label("cell_type")
+
+    @property
+    def organ(self) -> torch.Tensor:
+        """``label("organ")`` (read-only, for old callers)."""
+        return self.label("organ")
 
     @property
     def num_sentences(self) -> int:
@@ -66,19 +82,19 @@ class PackedBatch:
     def seqlens(self) -> torch.Tensor:
         return self.cu_seqlens[1:] - self.cu_seqlens[:-1]
 
+    def _map(self, fn):
+        def apply(value):
+            if isinstance(value, torch.Tensor):
+                return fn(value)
+            return {k: fn(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+        return type(self)(**{f.name: apply(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
     def to(self, device: torch.device | str, *, non_blocking: bool = False):
-        moved = {
-            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-            if isinstance(getattr(self, f.name), torch.Tensor) else getattr(self, f.name)
-            for f in dataclasses.fields(self)
-        }
-        return type(self)(**moved)
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self):
-        return type(self)(**{
-            f.name: getattr(self, f.name).pin_memory() if isinstance(getattr(self, f.name), torch.Tensor)
-            else getattr(self, f.name) for f in dataclasses.fields(self)
-        })
+        return self._map(lambda t: t.pin_memory())
 
 
 @dataclass
@@ -166,8 +182,11 @@ def collate_cells(
     packed: bool = True,
     contrastive_drop: float | None = None,
     contrastive_neighbor_add: float = 0.0,
+    label_keys: Sequence[str] = DEFAULT_LABEL_KEYS,
 ) -> PackedBatch | PaddedBatch:
-    """Build a batch from cells ``{"bin_ids": open global bin ids, "cell_type": int, "organ": int}``.
+    """Build a batch from cells ``{"bin_ids": open global bin ids, "cell_type": int, ...}``.
+
+    ``label_keys``: the cells' label codes that travel in ``batch.labels`` (-1 or absent = missing).
 
     Each cell: ``mask_fraction`` of its open bins are removed (seeded by ``rng``; use 0 for inference),
     the rest form its sentence (subsampled to ``max_length`` tokens if longer); removed and
@@ -215,8 +234,7 @@ def collate_cells(
         target_cell=torch.from_numpy(np.concatenate(t_cell)),
         target_bin=torch.from_numpy(np.concatenate(t_bin)),
         target_state=torch.from_numpy(np.concatenate(t_state).astype(np.int64)),
-        cell_type=torch.tensor([_label(c, "cell_type") for c in cells], dtype=torch.int64),
-        organ=torch.tensor([_label(c, "organ") for c in cells], dtype=torch.int64),
+        labels={k: torch.tensor([_label(c, k) for c in cells], dtype=torch.int64) for k in label_keys},
         batch_label=torch.tensor([_label(c, "batch_label") for c in cells], dtype=torch.int64)
         if any("batch_label" in c for c in cells) else None,
         **views,

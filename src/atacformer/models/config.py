@@ -24,6 +24,30 @@ PRESETS: dict[str, dict] = {
 }
 
 
+#: Loss names of the model itself: no label column may be called so.
+RESERVED_LOSS_NAMES = frozenset({"state", "contrastive", "contrastive_decoder", "loss"})
+
+#: Head fields of configs before heads were keyed by label column (cell type and organ only).
+LEGACY_HEAD_FIELDS = ("cell_type", "organ")
+
+
+def legacy_heads(d: dict) -> dict:
+    """``d`` with the old per-slot head fields (``n_cell_types``/``cell_type_names``/``cell_type_loss_weight``,
+    the same for ``organ``) turned into ``heads`` and ``head_loss_weights``; anything else unchanged."""
+    d = dict(d)
+    heads, weights = dict(d.pop("heads", None) or {}), dict(d.pop("head_loss_weights", None) or {})
+    for slot in LEGACY_HEAD_FIELDS:
+        n, names = d.pop(f"n_{slot}s", 0) or 0, list(d.pop(f"{slot}_names", None) or [])
+        weight = d.pop(f"{slot}_loss_weight", None)
+        if names and n and len(names) != n:
+            raise ValueError(f"{slot}_names must have n_{slot}s={n} entries, got {len(names)}")
+        if n or names:
+            heads.setdefault(slot, names or [str(i) for i in range(n)])
+            if weight is not None and float(weight) != 1.0:
+                weights.setdefault(slot, float(weight))
+    return {**d, "heads": heads, "head_loss_weights": weights}
+
+
 #: Fields that older configs held but the network never read: data / recipe settings, now in
 #: :class:`atacformer.train.PretrainRecipe`. :meth:`AtacformerConfig.from_dict` drops them.
 RECIPE_FIELDS = frozenset({"mask_fraction", "contrastive_drop", "contrastive_neighbor_add", "contrastive_neighbors",
@@ -67,16 +91,12 @@ class AtacformerConfig:
     # "class-x-chromosome" | "cross-attention" (learned queries, per class if region_classes else per chromosome)
     decoder: str = "chromosome"
     region_classes: list[str] = field(default_factory=list)  # class names (the per-bin codes are saved weights)
-    # <cls> heads (0 = no head)
-    n_cell_types: int = 0
-    n_organs: int = 0
-    cell_type_names: list[str] = field(default_factory=list)
-    organ_names: list[str] = field(default_factory=list)
+    # supervised <cls> heads: label column (an obs / sample-table column) -> its class names, in code order
+    heads: dict[str, list[str]] = field(default_factory=dict)
     head_hidden: int = 512
     # loss
     state_loss_weight: float = 1.0
-    cell_type_loss_weight: float = 1.0
-    organ_loss_weight: float = 1.0
+    head_loss_weights: dict[str, float] = field(default_factory=dict)  # per label column; missing = 1.0
     # contrastive objective on <cls> (0 = off): InfoNCE between two views of each cell, on a projection
     # (how the views are made is a recipe setting: atacformer.train.BatchSettings)
     contrastive_weight: float = 0.0
@@ -107,16 +127,23 @@ class AtacformerConfig:
             raise ValueError(f"contrastive_decoder_weight must be >= 0, got {self.contrastive_decoder_weight}")
         if self.contrastive_weight < 0 or self.contrastive_temperature <= 0:
             raise ValueError("contrastive_weight must be >= 0 and contrastive_temperature > 0")
-        if self.n_cell_types and self.cell_type_names and len(self.cell_type_names) != self.n_cell_types:
-            raise ValueError("cell_type_names must have n_cell_types entries")
-        if self.n_organs and self.organ_names and len(self.organ_names) != self.n_organs:
-            raise ValueError("organ_names must have n_organs entries")
+        self.heads = {str(col): [str(n) for n in names] for col, names in dict(self.heads).items()}
+        self.head_loss_weights = {str(col): float(w) for col, w in dict(self.head_loss_weights).items()}
+        for col, names in self.heads.items():
+            if col in RESERVED_LOSS_NAMES or not col:
+                raise ValueError(f"label column {col!r} cannot name a head (reserved: {sorted(RESERVED_LOSS_NAMES)})")
+            if len(names) < 1 or len(set(names)) != len(names):
+                raise ValueError(f"head {col!r} needs distinct class names, got {names}")
+        if set(self.head_loss_weights) - set(self.heads):
+            extra = sorted(set(self.head_loss_weights) - set(self.heads))
+            raise ValueError(f"head_loss_weights for columns without a head: {extra}")
 
     # ------------------------------------------------------------ construction
     @classmethod
     def from_vocab(cls, vocab: BinVocab, **kwargs) -> AtacformerConfig:
         """A config with the vocabulary fields filled from ``vocab`` and the rest from ``kwargs``;
-        ``decoder``/``region_classes`` default to the vocabulary's (the size follows them)."""
+        ``decoder``/``region_classes`` default to the vocabulary's (the size follows them). The old head fields
+        ``n_cell_types=``, ``cell_type_names=``, ... are accepted (:func:`legacy_heads`)."""
         kwargs.setdefault("decoder", vocab.decoder)
         kwargs.setdefault("region_classes", list(vocab.region_classes))
         vocab = vocab.with_decoder(kwargs["decoder"], kwargs["region_classes"])
@@ -126,7 +153,7 @@ class AtacformerConfig:
             bin_size=vocab.bin_size,
             chrom_sizes=dict(vocab.genome.chrom_sizes),
             n_chroms=vocab.n_chroms,
-            **kwargs,
+            **legacy_heads(kwargs),
         )
 
     @classmethod
@@ -134,10 +161,20 @@ class AtacformerConfig:
         """``tiny`` (CPU tests), ``small`` or ``base`` (the design: k=64, d=512, 12 layers, 8 heads)."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        unknown = set(legacy_heads(overrides)) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
         return cls.from_vocab(vocab, **{**PRESETS[name], **overrides})
+
+    @property
+    def cell_type_names(self) -> list[str]:
+        """Classes of the ``cell_type`` head (``heads["cell_type"]``; [] without one): read-only, for old callers."""
+        return list(self.heads.get("cell_type", []))
+
+    @property
+    def n_cell_types(self) -> int:
+        """Number of ``cell_type`` classes (0 without that head): read-only, for old callers."""
+        return len(self.cell_type_names)
 
     @property
     def n_bins(self) -> int:
@@ -160,9 +197,10 @@ class AtacformerConfig:
     @classmethod
     def from_dict(cls, d: dict) -> AtacformerConfig:
         """A config from its dict; configs saved before the recipe split (with data/recipe settings such
-        as ``mask_fraction``, listed in :data:`RECIPE_FIELDS`) load with those fields dropped."""
+        as ``mask_fraction``, listed in :data:`RECIPE_FIELDS`) load with those fields dropped, and configs
+        with the old cell-type/organ head fields load with them as ``heads`` (:func:`legacy_heads`)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k not in RECIPE_FIELDS}
+        d = legacy_heads({k: v for k, v in d.items() if k not in RECIPE_FIELDS})
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")

@@ -1,5 +1,5 @@
-"""``<cls>`` heads: supervised (cell type, organ; missing labels (-1) ignored) and the contrastive
-projection with its symmetric InfoNCE loss."""
+"""``<cls>`` heads: supervised classifiers, one per label column (cell type, tissue, assay, ...; missing
+labels (-1) ignored), and the contrastive projection with its symmetric InfoNCE loss."""
 
 from __future__ import annotations
 
@@ -18,6 +18,44 @@ class ClassifierHead(nn.Module):
 
     def forward(self, cls: torch.Tensor) -> torch.Tensor:
         return self.net(cls)  # (B, n_classes)
+
+
+def head_key(column: str) -> str:
+    """Module name of the head of label ``column``: any column name (``"type"``, ``"a.b"``) is a valid key."""
+    return "col_" + column.replace("%", "%25").replace(".", "%2E")
+
+
+def _column(key: str) -> str:
+    return key.removeprefix("col_").replace("%2E", ".").replace("%25", "%")
+
+
+class LabelHeads(nn.ModuleDict):
+    """The supervised <cls> heads by label column: ``heads["cell_type"]`` is a :class:`ClassifierHead`;
+    iteration, ``keys()`` and ``items()`` give column names (module names are :func:`head_key`)."""
+
+    def __getitem__(self, column: str) -> ClassifierHead:
+        return super().__getitem__(head_key(column))
+
+    def __setitem__(self, column: str, head: nn.Module) -> None:
+        super().__setitem__(head_key(column), head)
+
+    def __delitem__(self, column: str) -> None:
+        super().__delitem__(head_key(column))
+
+    def __contains__(self, column: str) -> bool:
+        return super().__contains__(head_key(column))
+
+    def __iter__(self):
+        return (_column(k) for k in super().__iter__())
+
+    def keys(self):
+        return list(iter(self))
+
+    def items(self):
+        return [(_column(k), m) for k, m in super().items()]
+
+    def get(self, column: str, default=None):
+        return self[column] if column in self else default
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

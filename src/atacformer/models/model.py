@@ -1,4 +1,5 @@
-"""The atacFormer model: embeddings → packed encoder → per-region 3-state decoder + <cls> heads.
+"""The atacFormer model: embeddings → packed encoder → per-region 3-state decoder + <cls> heads (one per label
+column, ``model.heads[column]``).
 
 Decoders (``config.decoder``, see :mod:`atacformer.tokenize.vocab`): the ``<eos>`` outputs of the
 sentence — one per chromosome, per region class or per chromosome × class — or learned cross-attention
@@ -26,11 +27,11 @@ from .._atomic import atomic_path
 from ..tokenize.vocab import BinVocab
 from .attention import packed_context, padded_context
 from .batch import PackedBatch, PaddedBatch
-from .config import CONFIG_FILE, AtacformerConfig
+from .config import CONFIG_FILE, LEGACY_HEAD_FIELDS, AtacformerConfig
 from .cross_decoder import CrossAttentionDecoder
 from .decoder import DecoderMLP, StateDecoder
 from .encoder import Encoder
-from .heads import ClassifierHead, ProjectionHead, info_nce, masked_cross_entropy
+from .heads import ClassifierHead, LabelHeads, ProjectionHead, head_key, info_nce, masked_cross_entropy
 
 logger = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
@@ -39,15 +40,40 @@ WEIGHTS_FILE = "model.safetensors"
 @dataclass
 class AtacformerOutput:
     loss: torch.Tensor | None  # () weighted sum of the parts below
-    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "state", "cell_type", "organ", "contrastive",
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "state", one per head column, "contrastive",
     # "contrastive_decoder"
     state_ce_sum: torch.Tensor | None = None  # (3,) cross-entropy summed per true state (see state_metrics)
     state_count: torch.Tensor | None = None  # (3,) (cell, bin) pairs per state
     state_hist: torch.Tensor | None = None  # (2, n) histogram of removed-vs-closed log-odds
     cell_embedding: torch.Tensor | None = None  # (B, d) encoder output at <cls>
-    cell_type_logits: torch.Tensor | None = None  # (B, n_cell_types)
-    organ_logits: torch.Tensor | None = None  # (B, n_organs)
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)  # per head column: (B, n_classes)
     hidden_states: torch.Tensor | None = None  # (T, d) packed, or (B*L, d) padded, on request
+
+    @property
+    def cell_type_logits(self) -> torch.Tensor | None:
+        """``logits["cell_type"]`` or None (read-only, for old callers)."""
+        return self.logits.get("cell_type")
+
+    @property
+    def organ_logits(self) -> torch.Tensor | None:
+        """``logits["organ"]`` or None (read-only, for old callers)."""
+        return self.logits.get("organ")
+
+
+def rename_legacy_heads(state_dict: dict, prefix: str = "") -> dict:
+    """Rename, in place, weights saved before heads were keyed by label column (``cell_type_head.*``,
+    ``organ_head.*``) to the heads of the ``cell_type`` / ``organ`` columns; returns ``state_dict``."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        for slot in LEGACY_HEAD_FIELDS:
+            old = f"{prefix}{slot}_head."
+            if key.startswith(old):
+                state_dict[f"{prefix}heads.{head_key(slot)}." + key[len(old):]] = state_dict.pop(key)
+    return state_dict
+
+
+def _legacy_head_keys(module, state_dict, prefix, *args) -> None:
+    """Load pre-hook (checkpoints of old runs): :func:`rename_legacy_heads` under the module's prefix."""
+    rename_legacy_heads(state_dict, prefix)
 
 
 class Atacformer(nn.Module):
@@ -68,16 +94,31 @@ class Atacformer(nn.Module):
                              f"got {config.n_decoder_bins} (pretrain sets it from the data)")
         self.decoder = _build_decoder(config, self.vocab)
         self.contrastive_decoder = DecoderMLP(config) if config.contrastive_decoder_weight > 0 else None
-        self.cell_type_head = self._head(config.n_cell_types)
-        self.organ_head = self._head(config.n_organs)
+        self.heads = LabelHeads({col: self.new_head(len(names)) for col, names in config.heads.items()})
+        self.register_load_state_dict_pre_hook(_legacy_head_keys)
         self.contrastive_head = (ProjectionHead(config.d_model, config.head_hidden, config.contrastive_dim)
                                  if config.contrastive_weight > 0 else None)
 
-    def _head(self, n: int) -> ClassifierHead | None:
+    def new_head(self, n_classes: int) -> ClassifierHead:
+        """A fresh <cls> classifier of this model's sizes (on the model's device once attached)."""
         c = self.config
-        return ClassifierHead(c.d_model, c.head_hidden, n, c.dropout) if n else None
+        return ClassifierHead(c.d_model, c.head_hidden, n_classes, c.dropout)
+
+    def set_head(self, column: str, names: list[str]) -> None:
+        """Predict ``column`` with classes ``names``: the existing head is kept when its classes are the same,
+        else a fresh one replaces it; the config records the column and its class names."""
+        names = [str(n) for n in names]
+        if self.config.heads.get(column) != names or column not in self.heads:
+            self.config.heads = {**self.config.heads, column: names}
+            self.config.__post_init__()  # validates the column name and classes
+            self.heads[column] = self.new_head(len(names)).to(self.device)
 
     # ------------------------------------------------------------------ properties
+    @property
+    def cell_type_head(self) -> ClassifierHead | None:
+        """``heads["cell_type"]`` or None (read-only, for old callers)."""
+        return self.heads.get("cell_type")
+
     @cached_property
     def vocab(self) -> BinVocab:
         return self.config.vocab()
@@ -131,14 +172,10 @@ class Atacformer(nn.Module):
                                state_count=dec.state_count, state_hist=dec.state_hist, cell_embedding=cls,
                                hidden_states=h if output_hidden_states else None)
         loss = c.state_loss_weight * dec.loss
-        if self.cell_type_head is not None:
-            out.cell_type_logits = self.cell_type_head(cls)
-            out.losses["cell_type"] = masked_cross_entropy(out.cell_type_logits, batch.cell_type)
-            loss = loss + c.cell_type_loss_weight * out.losses["cell_type"]
-        if self.organ_head is not None:
-            out.organ_logits = self.organ_head(cls)
-            out.losses["organ"] = masked_cross_entropy(out.organ_logits, batch.organ)
-            loss = loss + c.organ_loss_weight * out.losses["organ"]
+        for col, head in self.heads.items():
+            out.logits[col] = head(cls)
+            out.losses[col] = masked_cross_entropy(out.logits[col], batch.label(col))
+            loss = loss + c.head_loss_weights.get(col, 1.0) * out.losses[col]
         if self.contrastive_head is not None and batch.view_cls_index is not None:
             view = h[batch.view_cls_index.to(h.device)]  # (B, d) <cls> of the second views
             out.losses["contrastive"] = info_nce(self.contrastive_head(cls), self.contrastive_head(view),
@@ -252,7 +289,8 @@ class Atacformer(nn.Module):
             model = cls(config, attention=attention)
         except (TypeError, ValueError, RuntimeError, AssertionError) as err:
             raise ValueError(f"{directory / CONFIG_FILE}: cannot build a model from this config ({err})") from None
-        _check_weights(model, _load_weights(directory / WEIGHTS_FILE, map_location), directory / WEIGHTS_FILE)
+        state = rename_legacy_heads(_load_weights(directory / WEIGHTS_FILE, map_location))
+        _check_weights(model, state, directory / WEIGHTS_FILE)
         return model.to(map_location)
 
 

@@ -1,11 +1,11 @@
 """Tools (scanpy style: ``adata`` first, keyword options, results under ``key_added``, ``copy=False`` →
 ``None``).
 
-embed (cell embeddings), cluster/umap, lsi/spectral (baselines), evaluate (the scoring protocol),
-finetune/annotate (cell-type heads; ``finetune`` returns the fine-tuned model), map_query (reference
-mapping), integrate (adversarial batch correction + MNN correction; ``integrate_model`` returns the
-corrected model), mnn_correct, region_embeddings/specific_regions/unannotated_promoters (contextual
-region analysis).
+embed (cell or region-set embeddings), cluster/umap, lsi/spectral (baselines), evaluate (the scoring
+protocol), finetune/annotate (<cls> heads for any label columns; ``finetune`` returns the fine-tuned model),
+similar_sets (nearest region sets), map_query (reference mapping), integrate (adversarial batch correction +
+MNN correction; ``integrate_model`` returns the corrected model), mnn_correct,
+region_embeddings/specific_regions/unannotated_promoters (contextual region analysis).
 """
 
 from .annotate import annotate, finetune
@@ -22,9 +22,11 @@ from .regions import (
     specific_regions,
     unannotated_promoters,
 )
+from .similar import similar_sets
 
 __all__ = [
     "annotate", "annotate_bins", "cluster", "craft_embed", "craft_train", "embed", "evaluate", "finetune",
     "impute_rna", "integrate", "integrate_model", "lsi", "map_query", "mnn_correct", "region_embeddings",
-    "specific_regions", "spectral", "transfer_labels", "umap", "unannotated_promoters", "write_evaluation",
+    "similar_sets", "specific_regions", "spectral", "transfer_labels", "umap", "unannotated_promoters",
+    "write_evaluation",
 ]

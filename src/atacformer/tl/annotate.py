@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +19,6 @@ from sklearn.model_selection import train_test_split
 
 from ..metrics.labels import knn_votes
 from ..models import Atacformer
-from ..models.heads import ClassifierHead
 from ..train import (
     AtacformerDataModule,
     BatchSettings,
@@ -30,9 +30,10 @@ from ..train import (
     fit,
     read_metrics,
 )
-from ..train.batcher import adata_cells
+from ..train.batcher import adata_cells, check_adata
 from ..train.engine import fingerprint, load_checkpoint, resume_checked, world_size
 from ..train.tuning import dropout_rate, freeze
+from .embed import n_subsets_for
 from .mnn import unit_rows
 
 log = logging.getLogger(__name__)
@@ -45,20 +46,19 @@ def label_codes(values, classes) -> np.ndarray:
                     dtype=np.int64)
 
 
-def _ensure_head(model: Atacformer, kind: str, names: list[str]) -> None:
-    """Reuse the model's head when its classes match ``names``; otherwise attach a fresh one."""
-    c = model.config
-    head = getattr(model, f"{kind}_head")
-    if head is None or list(getattr(c, f"{kind}_names")) != names:
-        setattr(model, f"{kind}_head", ClassifierHead(c.d_model, c.head_hidden, len(names), c.dropout).to(model.device))
-        setattr(c, f"n_{kind}s", len(names))
-        setattr(c, f"{kind}_names", list(names))
+def label_columns(labels_key: str | Sequence[str]) -> list[str]:
+    """``"cell_type"``, ``"cell_type,assay"`` or ``["cell_type", "assay"]`` → the list of label columns."""
+    cols = [c.strip() for c in labels_key.split(",")] if isinstance(labels_key, str) else [str(c) for c in labels_key]
+    if not cols or any(not c for c in cols) or len(set(cols)) != len(cols):
+        raise ValueError(f"labels_key needs distinct, non-empty column names, got {labels_key!r}")
+    return cols
 
 
 def _split(adata: AnnData, codes: np.ndarray, batch_key: str | None, r: FinetuneRecipe):
-    """Stratified (label, and ``batch_key``) train/validation indices of the labelled cells."""
-    idx = np.flatnonzero(codes >= 0)
-    strata = codes[idx].astype(str)
+    """Stratified train/validation indices of the labelled rows. ``codes`` (n, n_columns): a row takes part
+    when it has a label in any column; strata = its first-column label (and ``batch_key``)."""
+    idx = np.flatnonzero((codes >= 0).any(1))
+    strata = codes[idx, 0].astype(str)
     if batch_key is not None:
         strata = strata + "|" + adata.obs[batch_key].astype(str).to_numpy()[idx]
     counts = pd.Series(strata).value_counts()
@@ -75,45 +75,54 @@ def _class_weights(codes: np.ndarray, n_classes: int, mode: str | None) -> torch
     return torch.tensor(counts.sum() / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
 
-def _labels(adata: AnnData, key: str | None, model: Atacformer, kind: str) -> tuple[list[str], np.ndarray] | None:
-    if key is None:
-        return None
-    if key not in adata.obs:
-        raise ValueError(f"adata.obs has no {key!r} column")
-    names = sorted(adata.obs[key].dropna().astype(str).unique())
+def _labels(adata: AnnData, column: str, model: Atacformer) -> tuple[list[str], np.ndarray]:
+    """Class names and codes of ``obs[column]``; attaches (or keeps) the model's head for it."""
+    if column not in adata.obs:
+        raise ValueError(f"adata.obs has no {column!r} column (have: {list(adata.obs.columns)})")
+    names = sorted(adata.obs[column].dropna().astype(str).unique())
     if len(names) < 2:
-        raise ValueError(f"obs[{key!r}] needs at least two classes to fine-tune, got {names}")
-    _ensure_head(model, kind, names)
-    return names, label_codes(adata.obs[key], names)
+        raise ValueError(f"obs[{column!r}] needs at least two classes to fine-tune, got {names}")
+    model.set_head(column, names)
+    return names, label_codes(adata.obs[column], names)
 
 
-def _history(log_dir: Path, steps_per_epoch: int) -> pd.DataFrame:
-    """Per-epoch training/validation loss and accuracy from the run's CSV logs."""
+def _history(log_dir: Path, steps_per_epoch: int, columns: list[str]) -> pd.DataFrame:
+    """Per-epoch training/validation loss, accuracy (mean over the label columns, and per column) and
+    validation macro-F1 from the run's CSV logs."""
     m = read_metrics(log_dir)
     m["epoch"] = m["step"] // steps_per_epoch
-    train = m.groupby("epoch")[["train/loss", "train/cell_type_accuracy"]].mean()
-    val = m.dropna(subset=["val/loss"]).groupby("epoch")[["val/loss", "val/cell_type_accuracy", "val/macro_f1"]].last()
+    for stage in ("train", "val"):
+        acc = [f"{stage}/{c}_accuracy" for c in columns if f"{stage}/{c}_accuracy" in m]
+        m[f"{stage}/accuracy"] = m[acc].mean(1) if acc else np.nan
+    per_col = [c for col in columns for c in (f"val/{col}_accuracy", f"val/macro_f1_{col}") if c in m]
+    train = m.groupby("epoch")[["train/loss", "train/accuracy"]].mean()
+    val = m.dropna(subset=["val/loss"]).groupby("epoch")[["val/loss", "val/accuracy", "val/macro_f1", *per_col]].last()
     out = train.join(val, how="left").reset_index()
-    return out.rename(columns={"train/loss": "train_loss", "train/cell_type_accuracy": "train_accuracy",
-                               "val/loss": "val_loss", "val/cell_type_accuracy": "val_accuracy",
-                               "val/macro_f1": "val_macro_f1"})
+    names = {"train/loss": "train_loss", "train/accuracy": "train_accuracy", "val/loss": "val_loss",
+             "val/accuracy": "val_accuracy", "val/macro_f1": "val_macro_f1"}
+    names.update({f"val/{col}_accuracy": f"val_accuracy_{col}" for col in columns})
+    names.update({f"val/macro_f1_{col}": f"val_macro_f1_{col}" for col in columns})
+    return out.rename(columns=names)
 
 
 def finetune(
-    adata: AnnData, model: Atacformer, *, labels_key: str = "cell_type", organ_key: str | None = None,
+    adata: AnnData, model: Atacformer, *, labels_key: str | Sequence[str] = "cell_type",
     batch_key: str | None = None, recipe: FinetuneRecipe | None = None, out_dir: str | Path | None = None,
     resume: str | Path | None = None, key_added: str = "atacformer_finetune", trainer_kwargs: dict | None = None,
 ) -> Atacformer:
-    """Fine-tune a copy of ``model`` to predict ``obs[labels_key]`` (and ``obs[organ_key]``) from <cls>.
+    """Fine-tune a copy of ``model`` to predict one or more label columns of ``obs`` from <cls>.
 
     Parameters
     ----------
     adata
-        Labelled cells × bins (cells with a missing label are ignored).
+        Labelled cells × bins, or region sets × bins (one row per BED file, ``atacformer ingest *.bed``).
+        A row missing a label is ignored by that column's head (and left out when it has none at all).
     model
         A pretrained :class:`~atacformer.models.Atacformer`; it is not changed.
-    labels_key, organ_key
-        ``obs`` columns of the cell-type head (and of an organ/tissue head).
+    labels_key
+        The ``obs`` column(s) to predict, one head each: ``"cell_type"``, ``["cell_type", "assay"]`` or
+        ``"cell_type,assay"``. A head of the model whose classes match is trained further, the others
+        start fresh; the fine-tuned model has exactly these heads.
     batch_key
         Also stratify the validation split by this ``obs`` column.
     recipe
@@ -129,17 +138,20 @@ def finetune(
 
     Returns
     -------
-    The fine-tuned model (the weights of the best validation epoch). Sets ``adata.uns[key_added]``:
-    ``history`` (per epoch: train/val loss and accuracy, val macro-F1), ``classes``, ``best_epoch``,
-    ``best_val_loss``, ``n_train``, ``n_val``.
+    The fine-tuned model (the weights of the best validation epoch; ``config.heads`` = column → classes).
+    Sets ``adata.uns[key_added]``: ``history`` (per epoch: train/val loss and accuracy, val macro-F1,
+    the mean over the columns and per column), ``labels_key`` (the columns), ``heads`` (column →
+    classes), ``classes`` (of the first column), ``best_epoch``, ``best_val_loss``, ``n_train``, ``n_val``.
     """
     r = recipe or FinetuneRecipe()
+    columns = label_columns(labels_key)
+    check_adata(adata, model)
     L.seed_everything(r.seed, verbose=False)  # new heads and everything after depend on the recipe's seed only
     world = world_size(trainer_kwargs)
     if world > 1 and out_dir is None:
         raise ValueError("fine-tuning on several processes needs an out_dir shared by all ranks")
-    tuned, heads = _with_heads(adata, model, labels_key, organ_key, r)
-    train_idx, val_idx = _split(adata, heads["cell_type"][1], batch_key, r)
+    tuned, heads = _with_heads(adata, model, columns, r)
+    train_idx, val_idx = _split(adata, np.stack([heads[c][1] for c in columns], 1), batch_key, r)
     steps = -(-len(train_idx) // (r.batch_size * world))  # per epoch (each rank streams its share)
     data = AtacformerDataModule(adata, data=DataSettings(batch_size=r.batch_size), batch=r.batch,
                                 max_length=tuned.config.max_length, codes={k: v[1] for k, v in heads.items()},
@@ -148,24 +160,29 @@ def finetune(
                                                 for k, v in heads.items()},
                           state_loss_weight=r.state_loss_weight, body_lr_ratio=r.body_lr_ratio,
                           layer_decay=r.layer_decay, optimizer=r.optimizer, max_steps=r.epochs * steps, seed=r.seed,
-                          run_info={"task": "finetune", "labels_key": labels_key,
-                                    "data": fingerprint(data.fingerprint(), labels_key, organ_key),
+                          run_info={"task": "finetune", "labels_key": columns,
+                                    "data": fingerprint(data.fingerprint(), columns),
                                     "recipe": fingerprint({k: v for k, v in r.to_dict().items() if k != "epochs"})})
-    history = _fit_best(plan, data, r, steps=steps, out_dir=out_dir, resume=resume, trainer_kwargs=trainer_kwargs)
+    history = _fit_best(plan, data, r, steps=steps, out_dir=out_dir, resume=resume, trainer_kwargs=trainer_kwargs,
+                        columns=columns)
     tuned.requires_grad_(True).eval()
     best_row = history.loc[history["val_loss"].idxmin() if r.monitor == "loss" else history["val_macro_f1"].idxmax()]
-    adata.uns[key_added] = {"history": history, "classes": heads["cell_type"][0], "monitor": r.monitor,
+    adata.uns[key_added] = {"history": history, "labels_key": columns, "heads": {c: heads[c][0] for c in columns},
+                            "classes": heads[columns[0]][0], "monitor": r.monitor,
                             "best_epoch": int(best_row["epoch"]), "best_val_loss": float(best_row["val_loss"]),
                             "n_train": len(train_idx), "n_val": len(val_idx)}
     return tuned
 
 
-def _with_heads(adata: AnnData, model: Atacformer, labels_key: str, organ_key: str | None, r: FinetuneRecipe):
-    """A trainable copy of ``model`` with heads for the label columns (frozen as the recipe says), and
-    ``{slot: (class names, codes per cell)}``."""
+def _with_heads(adata: AnnData, model: Atacformer, columns: list[str], r: FinetuneRecipe):
+    """A trainable copy of ``model`` with exactly one head per label column (a head whose classes match is
+    kept, the others start fresh; frozen as the recipe says), and ``{column: (class names, codes per row)}``."""
     tuned = copy.deepcopy(model).train()
-    heads = {k: v for k, v in {"cell_type": _labels(adata, labels_key, tuned, "cell_type"),
-                               "organ": _labels(adata, organ_key, tuned, "organ")}.items() if v is not None}
+    heads = {col: _labels(adata, col, tuned) for col in columns}
+    for col in [c for c in tuned.config.heads if c not in heads]:  # the tuned model predicts exactly these
+        del tuned.heads[col]
+    tuned.config.heads = {col: tuned.config.heads[col] for col in columns}
+    tuned.config.head_loss_weights = {c: w for c, w in tuned.config.head_loss_weights.items() if c in heads}
     freeze(tuned, trainable_last_layers=r.trainable_layers, train_embeddings=r.train_embeddings)
     if r.state_loss_weight <= 0:
         tuned.decoder.requires_grad_(False)
@@ -173,7 +190,7 @@ def _with_heads(adata: AnnData, model: Atacformer, labels_key: str, organ_key: s
 
 
 def _fit_best(plan: ClassifierPlan, data: AtacformerDataModule, r: FinetuneRecipe, *, steps: int, out_dir,
-              resume, trainer_kwargs) -> pd.DataFrame:
+              resume, trainer_kwargs, columns: list[str]) -> pd.DataFrame:
     """Fit with early stopping on the validation ``monitor``, load the best epoch's weights into ``plan``;
     the per-epoch history."""
     monitor, mode = ("val/loss", "min") if r.monitor == "loss" else ("val/macro_f1", "max")
@@ -187,7 +204,7 @@ def _fit_best(plan: ClassifierPlan, data: AtacformerDataModule, r: FinetuneRecip
         fit(plan, data, out_dir=run, settings=settings, resume=resume_checked(resume, run, plan.run_info),
             callbacks=[best, stop], trainer_kwargs=trainer_kwargs)
         plan.load_state_dict(load_checkpoint(best.best_model_path)["state_dict"])
-        return _history(run / "logs", steps)
+        return _history(run / "logs", steps, columns)
 
 
 def knn_probs(ref_X: np.ndarray, ref_codes: np.ndarray, query_X: np.ndarray, n_classes: int, *,
@@ -198,58 +215,90 @@ def knn_probs(ref_X: np.ndarray, ref_codes: np.ndarray, query_X: np.ndarray, n_c
     return knn_votes(unit_rows(ref_X[ok]), ref_codes[ok], unit_rows(query_X), n_classes, n_neighbors=n_neighbors)
 
 
+def _head_probs(adata: AnnData, model: Atacformer, columns: list[str], reference: AnnData | None, *,
+                n_neighbors: int, knn_weight: float, batch_size: int, n_subsets: int) -> dict[str, np.ndarray]:
+    """Per column, the head's probabilities, mixed with the kNN label shares among the reference rows."""
+    emb, probs = encode_cells(model, adata_cells(adata, model), batch_size=batch_size, n_subsets=n_subsets)
+    if reference is None or knn_weight == 0:
+        return {col: probs[col] for col in columns}
+    for col in columns:
+        if col not in reference.obs:
+            raise ValueError(f"reference.obs has no {col!r} column (the head's label column)")
+    ref_emb, _ = encode_cells(model, adata_cells(reference, model), batch_size=batch_size,
+                              n_subsets=n_subsets_for(reference, n_subsets))
+    out = {}
+    for col in columns:
+        names = model.config.heads[col]
+        codes = label_codes(reference.obs[col], names)  # -1: missing or not a head class
+        knn = knn_probs(ref_emb, codes, emb, len(names), n_neighbors=n_neighbors)
+        out[col] = (1 - knn_weight) * probs[col] + knn_weight * knn
+    return out
+
+
 def annotate(
-    adata: AnnData, model: Atacformer, *, threshold: float = 0.5, batch_size: int = 64,
-    reference: AnnData | None = None, labels_key: str = "cell_type", n_neighbors: int = 15, knn_weight: float = 0.5,
-    key_added: str = "atacformer_label", copy: bool = False,
+    adata: AnnData, model: Atacformer, *, labels_key: str | Sequence[str] | None = None, threshold: float = 0.5,
+    batch_size: int = 64, n_subsets: int | None = None, reference: AnnData | None = None, n_neighbors: int = 15,
+    knn_weight: float = 0.5, key_added: str = "atacformer_label", copy: bool = False,
 ) -> AnnData | None:
-    """Predict cell types with the model's <cls> head.
+    """Predict labels (cell type, tissue, assay, ...) with the model's <cls> heads.
 
     Parameters
     ----------
     adata
-        Query cells × bins.
+        Query cells × bins, or region sets × bins (one row per BED file).
     model
         A fine-tuned model (:func:`finetune`).
+    labels_key
+        Which heads (label columns) to predict; None = all of the model's.
     threshold
         Confidence below this → label ``"unknown"``.
     batch_size
-        Cells per forward pass.
-    reference, labels_key, n_neighbors, knn_weight
-        With a labelled ``reference`` (the fine-tuning cells), mix the head's probabilities with the
-        label shares among the ``n_neighbors`` nearest reference cells in the fine-tuned <cls> space:
-        ``(1 - knn_weight) * head + knn_weight * kNN``. The reference is not changed.
+        Rows per forward pass.
+    n_subsets
+        Rows with more open bins than fit in one sentence (region sets) are predicted from the mean of
+        this many random subsets of their bins (seeded by their content). None = :func:`n_subsets_for`
+        (:data:`REGION_SET_SUBSETS` for region sets from BED files, else 1).
+    reference, n_neighbors, knn_weight
+        With a labelled ``reference`` (the fine-tuning rows), mix each head's probabilities with the
+        label shares (``reference.obs[column]``) among the ``n_neighbors`` nearest reference rows in the
+        fine-tuned <cls> space: ``(1 - knn_weight) * head + knn_weight * kNN``. The reference is not changed.
     key_added
-        Output key.
+        Output key. With one label column: ``obs[key_added]``; with several, ``obs[f"{key_added}_{column}"]``
+        per column (``uns[key_added]["columns"]`` lists them).
     copy
         Return a new AnnData instead of writing into ``adata``.
 
     Returns
     -------
-    None (or the copy). Sets ``obs[key_added]`` (label or "unknown"), ``obs[key_added + "_confidence"]``,
-    ``obsm[key_added + "_probs"]`` and ``uns[key_added]`` (``classes``, ``threshold``, ...).
+    None (or the copy). Sets, per label column under its key (see ``key_added``), ``obs[key]`` (label or
+    "unknown"), ``obs[key + "_confidence"]``, ``obsm[key + "_probs"]``; and ``uns[key_added]`` (``columns``:
+    column → key and classes; ``classes`` with one column; ``threshold``, ``n_subsets``, ...).
     """
-    if model.cell_type_head is None:
-        raise ValueError("the model has no cell-type head: fine-tune it first (tl.finetune)")
+    if not len(model.heads):
+        raise ValueError("the model has no label head (no cell-type head): fine-tune it first (tl.finetune)")
+    columns = list(model.config.heads) if labels_key is None else label_columns(labels_key)
+    unknown = [c for c in columns if c not in model.heads]
+    if unknown:
+        raise ValueError(f"the model has no {unknown[0]!r} head (its heads: {list(model.config.heads)})")
     if not 0.0 <= knn_weight <= 1.0:
         raise ValueError(f"knn_weight must be in [0, 1], got {knn_weight}")
     adata = adata.copy() if copy else adata
-    names = list(model.config.cell_type_names) or [str(i) for i in range(model.config.n_cell_types)]
-    emb, probs = encode_cells(model, adata_cells(adata, model), batch_size=batch_size)
-    if reference is not None and knn_weight > 0:
-        if labels_key not in reference.obs:
-            raise ValueError(f"reference.obs has no {labels_key!r} column")
-        ref_emb, _ = encode_cells(model, adata_cells(reference, model), batch_size=batch_size)
-        codes = label_codes(reference.obs[labels_key], names)  # -1: missing or not a head class
-        knn = knn_probs(ref_emb, codes, emb, len(names), n_neighbors=n_neighbors)
-        probs = (1 - knn_weight) * probs + knn_weight * knn
-    probs = probs.astype(np.float32)
-    conf = probs.max(1)
-    label = np.array(names, dtype=object)[probs.argmax(1)]
-    label[conf < threshold] = "unknown"
-    adata.obs[key_added] = pd.Categorical(label)
-    adata.obs[f"{key_added}_confidence"] = conf
-    adata.obsm[f"{key_added}_probs"] = probs
-    adata.uns[key_added] = {"classes": names, "threshold": float(threshold), "n_neighbors": int(n_neighbors),
-                            "knn_weight": float(knn_weight if reference is not None else 0.0)}
+    n_subsets = n_subsets_for(adata, n_subsets)
+    probs = _head_probs(adata, model, columns, reference, n_neighbors=n_neighbors, knn_weight=knn_weight,
+                        batch_size=batch_size, n_subsets=n_subsets)
+    keys = {col: key_added if len(columns) == 1 else f"{key_added}_{col}" for col in columns}
+    for col, key in keys.items():
+        p = probs[col].astype(np.float32)
+        conf = p.max(1)
+        label = np.array(model.config.heads[col], dtype=object)[p.argmax(1)]
+        label[conf < threshold] = "unknown"
+        adata.obs[key] = pd.Categorical(label)
+        adata.obs[f"{key}_confidence"] = conf
+        adata.obsm[f"{key}_probs"] = p
+    info = {"columns": {col: {"key": keys[col], "classes": model.config.heads[col]} for col in columns},
+            "threshold": float(threshold), "n_neighbors": int(n_neighbors), "n_subsets": int(n_subsets),
+            "knn_weight": float(knn_weight if reference is not None else 0.0)}
+    if len(columns) == 1:
+        info["classes"] = model.config.heads[columns[0]]
+    adata.uns[key_added] = info
     return adata if copy else None

@@ -17,6 +17,23 @@ from ..train.batcher import adata_cells
 
 log = logging.getLogger(__name__)
 
+#: Subsets averaged per region set by default (``benchmarks/bulk.py``: accuracy stops rising there).
+REGION_SET_SUBSETS = 8
+
+
+def is_region_sets(adata: ad.AnnData) -> bool:
+    """Whether ``adata`` holds region sets (one row per BED / narrowPeak file, ``atacformer ingest *.bed``)."""
+    return str(dict(adata.uns.get("ingest", {})).get("kind", "")) == "bed"
+
+
+def n_subsets_for(adata: ad.AnnData, n_subsets: int | None) -> int:
+    """``n_subsets``, or for None the default: :data:`REGION_SET_SUBSETS` for region sets, 1 for cells."""
+    if n_subsets is None:
+        return REGION_SET_SUBSETS if is_region_sets(adata) else 1
+    if int(n_subsets) < 1:
+        raise ValueError(f"n_subsets must be >= 1, got {n_subsets}")
+    return int(n_subsets)
+
 
 def _load(model: Atacformer | str | Path, device: str | torch.device | None) -> tuple[Atacformer, str]:
     if isinstance(model, Atacformer):
@@ -37,16 +54,17 @@ def embed(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     seed: int = 0,
+    n_subsets: int | None = None,
     progress: bool | None = None,
     copy: bool = False,
 ) -> ad.AnnData | None:
-    """Embed every cell of a cells × bins AnnData with an atacFormer.
+    """Embed every cell (or region set) of a cells × bins AnnData with an atacFormer.
 
     Parameters
     ----------
     adata
-        Cells × bins, as made by ``atacformer ingest`` (``uns['genome']``/``uns['bin_size']`` must match
-        the model's vocabulary, else ``ValueError``).
+        Cells × bins, or region sets × bins (one row per BED file), as made by ``atacformer ingest``
+        (``uns['genome']``/``uns['bin_size']`` must match the model's vocabulary, else ``ValueError``).
     model
         An :class:`~atacformer.models.Atacformer` or a directory written by ``save_pretrained``.
     pooling
@@ -59,6 +77,10 @@ def embed(
         Default: the model's device (a loaded model goes to CUDA when available).
     seed
         Seed of that subsampling.
+    n_subsets
+        A row longer than ``max_length`` (a region set) gets the mean embedding of this many random subsets
+        of its bins (each seeded by its content). None: :data:`REGION_SET_SUBSETS` for region sets from BED
+        files (``uns['ingest']['kind'] == 'bed'``), else 1.
     progress
         A progress bar (None = only on a terminal).
     copy
@@ -75,11 +97,14 @@ def embed(
     model, source = _load(model, device)
     adata = adata.copy() if copy else adata
     cells = adata_cells(adata, model)
+    n_subsets = n_subsets_for(adata, n_subsets)
     bar = functools.partial(tqdm, desc="embed", unit="batch", total=-(-len(cells) // batch_size),
                             disable=not (sys.stderr.isatty() if progress is None else progress))
-    out, _ = encode_cells(model, cells, batch_size=batch_size, pooling=pooling, seed=seed, progress=bar)
+    out, _ = encode_cells(model, cells, batch_size=batch_size, pooling=pooling, seed=seed, n_subsets=n_subsets,
+                          progress=bar)
     adata.obsm[key_added] = out
     adata.uns[key_added] = {"model": source, "pooling": pooling, "genome": model.config.genome,
-                            "bin_size": model.config.bin_size, "max_length": model.config.max_length, "seed": seed}
+                            "bin_size": model.config.bin_size, "max_length": model.config.max_length, "seed": seed,
+                            "n_subsets": n_subsets}
     log.info("embedded %d cells into obsm[%r] (%d dims, %s pooling)", adata.n_obs, key_added, out.shape[1], pooling)
     return adata if copy else None

@@ -1,6 +1,6 @@
 """The one batcher: cells → packed batches, for training and for inference.
 
-A *cell* is a dict ``{"bin_ids": open global bin ids, "cell_type": int, "organ": int, ...}`` (see
+A *cell* is a dict ``{"bin_ids": open global bin ids, "<label column>": int code, ...}`` (see
 :mod:`atacformer.tokenize.dataset`). :class:`BatchSettings` says how training batches are made from
 cells (masking, depth augmentation, contrastive second views); :func:`collate_cells` packs them.
 
@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..models import Atacformer, PackedBatch, collate_cells
-from ..models.batch import mask_bins
+from ..models.batch import DEFAULT_LABEL_KEYS, mask_bins
 from ..tokenize import AnnDataCellDataset
 from ..tokenize.vocab import BinVocab
 
@@ -67,15 +67,19 @@ class BatchSettings:
             raise ValueError(f"train_length must be >= 32 tokens (or None), got {self.train_length}")
 
     def collate(self, cells: list[dict], vocab: BinVocab, rng: np.random.Generator, *, max_length: int,
-                packed: bool = True) -> PackedBatch:
-        """One training batch of ``cells`` (augmented, masked, with second views as configured)."""
+                packed: bool = True, label_keys: Sequence[str] = DEFAULT_LABEL_KEYS) -> PackedBatch:
+        """One training batch of ``cells`` (augmented, masked, with second views as configured).
+
+        A cell with more (kept, unmasked) open bins than fit in ``max_length`` tokens — a bulk region set —
+        is read through a uniform random subset of them drawn from ``rng``, the batch's own generator:
+        every batch draws a fresh subset (the bins left out are state-2 targets, open but unseen)."""
         if self.keep is not None:
             cells = [subsample(c, self.keep, rng) for c in cells]
         if self.train_length is not None:
             max_length = min(max_length, self.train_length)
         return collate_cells(cells, vocab, mask_fraction=self.mask_fraction, max_length=max_length, rng=rng,
                              packed=packed, contrastive_drop=self.contrastive_drop,
-                             contrastive_neighbor_add=self.neighbor_add)
+                             contrastive_neighbor_add=self.neighbor_add, label_keys=label_keys)
 
 
 def subsample(cell: dict, keep: tuple[float, float], rng: np.random.Generator) -> dict:
@@ -86,16 +90,17 @@ def subsample(cell: dict, keep: tuple[float, float], rng: np.random.Generator) -
     return {**cell, "bin_ids": kept}
 
 
-def cell_rng(bin_ids: np.ndarray, seed: int = 0) -> np.random.Generator:
-    """The inference generator of one cell: seeded by ``seed`` and a CRC-32 of its sorted open bins."""
+def cell_rng(bin_ids: np.ndarray, seed: int = 0, subset: int = 0) -> np.random.Generator:
+    """The inference generator of one cell: seeded by ``seed``, a CRC-32 of its sorted open bins and, for
+    the extra subsets of a long cell (``subset`` ≥ 1, see :func:`encode_cells`), the subset number."""
     crc = zlib.crc32(np.ascontiguousarray(np.sort(np.asarray(bin_ids, dtype=np.int64))).tobytes())
-    return np.random.default_rng([int(seed), crc])
+    return np.random.default_rng([int(seed), crc] + ([int(subset)] if subset else []))
 
 
-def adata_cells(adata, model: Atacformer) -> list[dict]:
-    """``{"bin_ids": open global bin ids}`` per cell of a cells × bins AnnData; a clear error when the
-    data's genome, bin size or chromosome set differ from the model's, or (a model with region classes)
-    when ``var['region_class']`` holds another class set."""
+def check_adata(adata, model: Atacformer) -> None:
+    """A clear ``ValueError`` when a cells (or region sets) × bins AnnData's genome, bin size or chromosome
+    set differ from the model's, or (a model with region classes) when ``var['region_class']`` holds another
+    class set."""
     model.check_data(adata.uns, what="AnnData")
     if model.config.region_classes and "region_class" in adata.var:
         model.vocab.check_region_classes(pd.Categorical(adata.var["region_class"]).categories,
@@ -105,71 +110,106 @@ def adata_cells(adata, model: Atacformer) -> list[dict]:
         raise ValueError(
             f"AnnData chromosomes {list(dict(sizes))} differ from the model's {list(model.config.chrom_sizes)} "
             f"(genome {model.config.genome!r}, {model.config.bin_size} bp bins)")
+
+
+def adata_cells(adata, model: Atacformer) -> list[dict]:
+    """``{"bin_ids": open global bin ids}`` per cell of a cells × bins AnnData (checked: :func:`check_adata`)."""
+    check_adata(adata, model)
     ds = AnnDataCellDataset(adata, label_keys=[])
     X = ds.X
     return [{"bin_ids": X.indices[X.indptr[i] : X.indptr[i + 1]].astype(np.int64)} for i in range(X.shape[0])]
 
 
 def inference_batches(cells: Sequence[dict], vocab: BinVocab, *, batch_size: int, max_length: int, seed: int = 0,
-                      packed: bool = True) -> Iterator[tuple[np.ndarray, PackedBatch]]:
-    """(cell indices, unmasked batch) over ``cells`` in order, each cell seeded by :func:`cell_rng`."""
+                      packed: bool = True, subset: int = 0) -> Iterator[tuple[np.ndarray, PackedBatch]]:
+    """(cell indices, unmasked batch) over ``cells`` in order, each cell seeded by :func:`cell_rng`
+    (``subset``: which of a long cell's random subsets of ``max_length`` tokens)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for start in range(0, len(cells), batch_size):
         chunk = list(cells[start : start + batch_size])
-        rngs = [cell_rng(c["bin_ids"], seed) for c in chunk]
-        batch = collate_cells(chunk, vocab, mask_fraction=0.0, max_length=max_length, rng=rngs, packed=packed)
+        rngs = [cell_rng(c["bin_ids"], seed, subset) for c in chunk]
+        batch = collate_cells(chunk, vocab, mask_fraction=0.0, max_length=max_length, rng=rngs, packed=packed,
+                              label_keys=())
         yield np.arange(start, start + len(chunk)), batch
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    """How cells are read at inference: the whole sentence (up to the model's ``max_length``), or the
-    mean over ``n_subsets`` random subsets of ``subset_length`` tokens (cheaper for long cells:
-    attention grows with the square of the length). Each subset is seeded by the cell's content."""
+    """How cells are read at inference: whole sentences of up to ``subset_length`` tokens (None = the
+    model's ``max_length``; shorter is cheaper: attention grows with the square of the length), and a cell
+    that does not fit (a bulk region set) as the mean over ``n_subsets`` random subsets of its bins, each
+    seeded by the cell's content and the subset number (:func:`cell_rng`)."""
 
     subset_length: int | None = None
     n_subsets: int = 1
 
+    def __post_init__(self):
+        if self.n_subsets < 1:
+            raise ValueError(f"n_subsets must be >= 1, got {self.n_subsets}")
+        if self.subset_length is not None and self.subset_length < 32:
+            raise ValueError(f"subset_length must be >= 32 tokens (or None), got {self.subset_length}")
 
-def encode_cells(model: Atacformer, cells: Sequence[dict], *, batch_size: int = 64, pooling: str = "cls",
-                 seed: int = 0, progress=None, inference: InferenceSettings | None = None
-                 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Cell embeddings (n_cells, d) and the cell-type head's softmax (n_cells, n_types) or None.
 
-    Eval mode, nothing masked, bf16 autocast on CUDA; ``progress`` wraps the batch iterator (e.g. tqdm);
-    ``inference`` = :class:`InferenceSettings` (default: whole sentences)."""
-    inf = inference or InferenceSettings()
-    if inf.subset_length is None or inf.n_subsets <= 1 and inf.subset_length >= model.config.max_length:
-        return _encode(model, cells, batch_size=batch_size, pooling=pooling, seed=seed, progress=progress,
-                       max_length=model.config.max_length)
-    runs = [_encode(model, cells, batch_size=batch_size, pooling=pooling, seed=seed + 7919 * s, progress=progress,
-                    max_length=min(inf.subset_length, model.config.max_length)) for s in range(inf.n_subsets)]
-    emb = np.mean([e for e, _ in runs], axis=0).astype(np.float32)
-    probs = None if runs[0][1] is None else np.mean([p for _, p in runs], axis=0).astype(np.float32)
-    return emb, probs
+def long_cells(cells: Sequence[dict], vocab: BinVocab, max_length: int) -> np.ndarray:
+    """Indices of the cells with more open bins than fit in one sentence of ``max_length`` tokens."""
+    room = max_length - 1 - vocab.n_eos
+    return np.array([i for i, c in enumerate(cells) if len(np.unique(c["bin_ids"])) > room], dtype=np.int64)
 
 
 @torch.inference_mode()
-def _encode(model: Atacformer, cells: Sequence[dict], *, batch_size: int, pooling: str, seed: int, progress,
-            max_length: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _encode_pass(model: Atacformer, cells: Sequence[dict], *, batch_size: int, pooling: str, seed: int,
+                 subset: int, progress, max_length: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One pass over ``cells``: embeddings (n, d) and each head's softmax (n, n_classes)."""
+    emb = np.zeros((len(cells), model.config.d_model), dtype=np.float32)
+    probs = {col: np.zeros((len(cells), len(names)), dtype=np.float32) for col, names in model.config.heads.items()}
+    packed = model.device.type == "cuda"  # packed + flash on GPU; one padded SDPA call is faster on CPU
+    batches = inference_batches(cells, model.vocab, batch_size=batch_size, max_length=max_length,
+                                seed=seed, packed=packed, subset=subset)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=model.device.type == "cuda"):
+        for idx, batch in (progress(batches) if progress else batches):
+            batch = batch.to(model.device)
+            h = model.embed(batch, pooling=pooling)  # (B, d)
+            emb[idx] = h.float().cpu().numpy()
+            if probs:
+                cls = h if pooling == "cls" else model.embed(batch, pooling="cls")
+                for col, head in model.heads.items():
+                    probs[col][idx] = torch.softmax(head(cls).float(), 1).cpu().numpy()
+    return emb, probs
+
+
+def encode_cells(model: Atacformer, cells: Sequence[dict], *, batch_size: int = 64, pooling: str = "cls",
+                 seed: int = 0, n_subsets: int = 1, progress=None, inference: InferenceSettings | None = None
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Cell embeddings (n_cells, d) and, per head column, the head's softmax (n_cells, n_classes).
+
+    Eval mode, nothing masked, bf16 autocast on CUDA; ``progress`` wraps the batch iterator (e.g. tqdm).
+    A cell with more open bins than fit in one sentence (a bulk region set) is read through ``n_subsets``
+    random subsets of its bins (subset 0 is the one a single pass uses; each is seeded by the cell's own
+    bins, :func:`cell_rng`): its embedding and probabilities are the means over them. Cells that fit are
+    read once. ``inference`` (:class:`InferenceSettings`) also sets a shorter sentence length; it then
+    carries the subset count (``n_subsets`` must stay 1)."""
+    if inference is not None and n_subsets != 1:
+        raise ValueError("give the subset count once: InferenceSettings(n_subsets=...) or n_subsets=")
+    inf = inference or InferenceSettings(n_subsets=n_subsets)
+    length = min(inf.subset_length or model.config.max_length, model.config.max_length)
+    n_subsets = inf.n_subsets
     was_training = model.training
     model.eval()
-    head = model.cell_type_head
-    emb = np.zeros((len(cells), model.config.d_model), dtype=np.float32)
-    probs = None if head is None else np.zeros((len(cells), model.config.n_cell_types), dtype=np.float32)
-    packed = model.device.type == "cuda"  # packed + flash on GPU; one padded SDPA call is faster on CPU
-    batches = inference_batches(cells, model.vocab, batch_size=batch_size, max_length=max_length, seed=seed,
-                                packed=packed)
+    opts = dict(batch_size=batch_size, pooling=pooling, seed=seed, max_length=length)
     try:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=model.device.type == "cuda"):
-            for idx, batch in (progress(batches) if progress else batches):
-                batch = batch.to(model.device)
-                h = model.embed(batch, pooling=pooling)  # (B, d)
-                emb[idx] = h.float().cpu().numpy()
-                if head is not None:
-                    cls = h if pooling == "cls" else model.embed(batch, pooling="cls")
-                    probs[idx] = torch.softmax(head(cls).float(), 1).cpu().numpy()
+        emb, probs = _encode_pass(model, cells, subset=0, progress=progress, **opts)
+        long = long_cells(cells, model.vocab, length) if n_subsets > 1 else np.zeros(0, np.int64)
+        if len(long):
+            subset_cells = [cells[i] for i in long]
+            for s in range(1, n_subsets):
+                e, p = _encode_pass(model, subset_cells, subset=s, progress=None, **opts)
+                emb[long] += e
+                for col in probs:
+                    probs[col][long] += p[col]
+            emb[long] /= n_subsets
+            for col in probs:
+                probs[col][long] /= n_subsets
     finally:
         model.train(was_training)
     return emb, probs

@@ -124,6 +124,10 @@ class PairedBatch:
     def num_tokens(self) -> int:
         return self.atac.num_tokens
 
+    def label(self, column: str) -> torch.Tensor:
+        """(B,) codes of label ``column`` of the ATAC side (all -1 when absent)."""
+        return self.atac.label(column)
+
     @property
     def cell_type(self) -> torch.Tensor:
         return self.atac.cell_type
@@ -196,9 +200,7 @@ class CraftPlan(TrainingPlan):
 def _freeze(model: CraftModel, recipe: CraftRecipe) -> None:
     freeze(model.atac, trainable_last_layers=recipe.trainable_layers, train_embeddings=recipe.train_embeddings)
     model.atac.decoder.requires_grad_(recipe.model.mask_weight > 0)  # unused without the masked-bin loss
-    for head in ("cell_type_head", "organ_head"):
-        if getattr(model.atac, head, None) is not None:
-            getattr(model.atac, head).requires_grad_(False)
+    model.atac.heads.requires_grad_(False)  # label heads: not trained by the contrastive objective
 
 
 def fit_craft(model: CraftModel, atac: ad.AnnData, rna: sp.spmatrix, *, recipe: CraftRecipe, out_dir: str | Path,

@@ -65,8 +65,9 @@ class DataSettings:
     batch_key: str | None = None
 
 
-def _collate(cells: list[dict], rng: np.random.Generator, *, vocab: BinVocab, batch: BatchSettings, max_length: int):
-    return batch.collate(cells, vocab, rng, max_length=max_length)
+def _collate(cells: list[dict], rng: np.random.Generator, *, vocab: BinVocab, batch: BatchSettings, max_length: int,
+             label_keys: Sequence[str]):
+    return batch.collate(cells, vocab, rng, max_length=max_length, label_keys=label_keys)
 
 
 class NeighborTables:
@@ -180,8 +181,9 @@ class AtacformerDataModule(L.LightningDataModule):
     val_inputs
         Corpus folder(s) for validation (corpus inputs only; an AnnData is split by ``data.val_fraction``).
     codes
-        AnnData input: per-cell integer codes per batch slot (``"cell_type"``, ``"organ"``,
-        ``"batch_label"``; -1 = missing) instead of reading ``obs['cell_type'/'organ']``.
+        AnnData input: per-cell integer codes per label column (any names: they travel in
+        ``batch.labels``) or ``"batch_label"`` (integration); -1 = missing. Instead of reading
+        ``obs['cell_type'/'organ']``.
     split
         AnnData input: (train indices, validation indices) instead of a random split.
     val_batch
@@ -233,6 +235,7 @@ class AtacformerDataModule(L.LightningDataModule):
             for c in self.corpora[1:] + self.val_corpora:
                 self.vocab.check_data({"genome": c.info.genome, "bin_size": c.info.bin_size}, what=str(c.path))
             self.label_names = _union_labels(self.corpora + self.val_corpora, LABEL_COLUMNS)
+        self.label_keys = tuple(k for k in codes if k != "batch_label") if codes is not None else LABEL_COLUMNS
         self.groups = self._group_codes(data.batch_key)
         self.train_idx, self.val_idx = split if split is not None else self._split()
         self.rank, self.world_size, self.skip_batches = 0, 1, 0
@@ -320,7 +323,8 @@ class AtacformerDataModule(L.LightningDataModule):
 
     def _loader(self, train: bool) -> DataLoader:
         batch = self.batch if train else (self.val_batch or dataclasses.replace(self.batch, keep=None))
-        collate = functools.partial(_collate, vocab=self.vocab, batch=batch, max_length=self.max_length)
+        collate = functools.partial(_collate, vocab=self.vocab, batch=batch, max_length=self.max_length,
+                                    label_keys=self.label_keys)
         stream = PackedBatchStream(
             self._source(train), collate, n_chroms=self.vocab.n_eos, max_length=self.max_length,
             max_tokens=self.max_tokens, batch_size=self.batch_size, seed=self.seed + (0 if train else 1),

@@ -159,7 +159,7 @@ class TrainingPlan(L.LightningModule):
     def _count(self, batch) -> None:
         self.data_stats["cells"] += batch.num_cells
         self.data_stats["tokens"] += batch.num_tokens
-        labels, counts = torch.unique(batch.cell_type.cpu(), return_counts=True)
+        labels, counts = torch.unique(batch.label("cell_type").cpu(), return_counts=True)
         for label, count in zip(labels.tolist(), counts.tolist(), strict=False):
             self.data_stats["labels"][str(label)] = self.data_stats["labels"].get(str(label), 0) + int(count)
 

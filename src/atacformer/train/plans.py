@@ -19,7 +19,6 @@ from torch import nn
 
 from ..models import Atacformer, state_metrics
 from ..models.decoder import HIST_BINS
-from ..models.heads import ClassifierHead
 from .engine import TrainingPlan, parameter_groups
 
 
@@ -64,28 +63,34 @@ def layer_depths(model: Atacformer) -> dict[str, int]:
 
 
 class ClassifierPlan(TrainingPlan):
-    """Supervised <cls> heads (one per label slot of the batch: ``cell_type``, ``organ``).
+    """Supervised <cls> heads, one per label column of ``class_weights`` (``model.heads[column]``, codes in
+    ``batch.labels[column]``; -1 = missing, ignored). The loss is the sum of the heads' cross-entropies.
 
     Parameters
     ----------
     model
-        The Atacformer whose heads are trained (heads are attached by the caller).
+        The Atacformer whose heads are trained (heads are attached by the caller: ``model.set_head``).
     class_weights
-        Per head slot, a (n_classes,) cross-entropy weight tensor or None.
+        Per label column, a (n_classes,) cross-entropy weight tensor or None.
     state_loss_weight
         > 0 keeps the masked-bin loss as a regulariser.
     body_lr_ratio, layer_decay
         Encoder layers learn at ``lr * body_lr_ratio * layer_decay**depth`` (depth 0 = top layer); heads at ``lr``.
+
+    Logs per column ``{column}`` (loss) and ``{column}_accuracy``; validation adds ``macro_f1_{column}``
+    and ``macro_f1`` (their mean over the columns, the early-stopping metric).
     """
 
     def __init__(self, model: Atacformer, *, class_weights: dict[str, torch.Tensor | None],
                  state_loss_weight: float = 0.0, body_lr_ratio: float = 1.0, layer_decay: float = 1.0, **kwargs):
         super().__init__(model, **kwargs)
+        missing = [col for col in class_weights if col not in model.heads]
+        if missing or not class_weights:
+            raise ValueError(f"ClassifierPlan needs a head per label column; the model has none for {missing}")
         self.class_weights = class_weights
         self.state_loss_weight, self.body_lr_ratio, self.layer_decay = state_loss_weight, body_lr_ratio, layer_decay
         self._depths = layer_depths(model)
-        n = model.config.n_cell_types
-        self.register_buffer("_val_confusion", torch.zeros(n, n, dtype=torch.float64), persistent=False)
+        self._val_confusion: dict[str, torch.Tensor] = {}
 
     def _lr_scale(self, name: str) -> float:
         for prefix, depth in self._depths.items():
@@ -105,35 +110,45 @@ class ClassifierPlan(TrainingPlan):
             h = m.encode(batch)  # (T, d)
             cls, loss = h[batch.cls_index.to(h.device)], 0.0  # (B, d)
         logs = {}
-        for slot, weight in self.class_weights.items():
-            head: ClassifierHead = getattr(m, f"{slot}_head")
-            y = getattr(batch, slot).to(cls.device)
-            logits = head(cls)  # (B, n_classes)
-            w = None if weight is None else weight.to(cls.device)
+        for col, weight in self.class_weights.items():
+            y = batch.label(col).to(cls.device)
+            logits = m.heads[col](cls)  # (B, n_classes)
             has = y >= 0
-            part = (F.cross_entropy(logits.float(), y, weight=w, ignore_index=-1) if bool(has.any())
-                    else logits.sum() * 0)
-            loss = loss + part
-            logs[slot] = part
             if bool(has.any()):
-                logs[f"{slot}_accuracy"] = (logits.argmax(1)[has] == y[has]).float().mean()
-            if stage == "val" and slot == "cell_type" and bool(has.any()):
-                n = self._val_confusion.shape[0]
-                pairs = y[has] * n + logits.argmax(1)[has]
-                self._val_confusion += torch.bincount(pairs, minlength=n * n).reshape(n, n).double()
+                part = F.cross_entropy(logits.float(), y, weight=None if weight is None else weight.to(cls.device),
+                                       ignore_index=-1)
+                logs[f"{col}_accuracy"] = (logits.argmax(1)[has] == y[has]).float().mean()
+                if stage == "val":
+                    self._confuse(col, y[has], logits.argmax(1)[has], logits.shape[1])
+            else:
+                part = logits.sum() * 0  # keeps the head in the graph (DDP)
+            loss = loss + part
+            logs[col] = part
         return loss, logs
 
+    def _confuse(self, col: str, y: torch.Tensor, pred: torch.Tensor, n: int) -> None:
+        if col not in self._val_confusion:
+            self._val_confusion[col] = torch.zeros(n, n, dtype=torch.float64, device=y.device)
+        self._val_confusion[col] += torch.bincount(y * n + pred, minlength=n * n).reshape(n, n).double()
+
     def on_validation_epoch_start(self) -> None:
-        self._val_confusion.zero_()
+        self._val_confusion = {}
 
     def on_validation_epoch_end(self) -> None:
-        """Macro-F1 of the cell-type head over the validation cells of all ranks."""
-        conf = self.trainer.strategy.reduce(self._val_confusion.clone(), reduce_op="sum")
-        tp = conf.diag()
-        fp, fn = conf.sum(0) - tp, conf.sum(1) - tp
-        seen = conf.sum(1) > 0  # over the true classes, as metrics.macro_f1
-        f1 = (2 * tp / (2 * tp + fp + fn).clamp_min(1e-12))[seen]
-        self.log("val/macro_f1", float(f1.mean()) if len(f1) else 0.0, sync_dist=False)
+        """Macro-F1 of each head over the validation cells of all ranks, and their mean."""
+        scores = []
+        for col in self.class_weights:  # same order and count on every rank (the all-reduce needs that)
+            n = len(self.model.config.heads[col])
+            local = self._val_confusion.get(col, torch.zeros(n, n, dtype=torch.float64, device=self.device))
+            conf = self.trainer.strategy.reduce(local.clone(), reduce_op="sum")
+            tp = conf.diag()
+            fp, fn = conf.sum(0) - tp, conf.sum(1) - tp
+            seen = conf.sum(1) > 0  # over the true classes, as metrics.macro_f1
+            f1 = (2 * tp / (2 * tp + fp + fn).clamp_min(1e-12))[seen]
+            score = float(f1.mean()) if len(f1) else 0.0
+            scores.append(score)
+            self.log(f"val/macro_f1_{col}", score, sync_dist=False)
+        self.log("val/macro_f1", sum(scores) / len(scores), sync_dist=False)
 
 
 class _GradReverse(torch.autograd.Function):

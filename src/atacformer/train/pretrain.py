@@ -78,17 +78,14 @@ def region_classes_of(data: AtacformerDataModule, recipe: PretrainRecipe) -> tup
 
 def build_config(data: AtacformerDataModule, recipe: PretrainRecipe) -> AtacformerConfig:
     """The model config for this data: the recipe's preset and overrides, the data's vocabulary and
-    label heads, and the data-derived fields: ``region_classes`` (:func:`region_classes_of`),
-    ``n_decoder_bins`` (``decoder_bins="observed"``: bins open in ≥ 1 training cell) and, for
-    ``state_class_weights="auto"``, :func:`balanced_state_weights`."""
-    labels = {}
-    for kind in ("cell_type", "organ"):
-        if kind in data.label_names:
-            labels.update({f"n_{kind}s": len(data.label_names[kind]), f"{kind}_names": data.label_names[kind]})
+    label heads (one per label column of the data), and the data-derived fields: ``region_classes``
+    (:func:`region_classes_of`), ``n_decoder_bins`` (``decoder_bins="observed"``: bins open in ≥ 1 training
+    cell) and, for ``state_class_weights="auto"``, :func:`balanced_state_weights`."""
+    fields: dict = {"heads": {col: list(data.label_names[col]) for col in data.label_keys if col in data.label_names}}
     classes = region_classes_of(data, recipe)
     if classes is not None:
-        labels["region_classes"] = classes[0]
-    config = AtacformerConfig.from_preset(recipe.preset, data.vocab, **{**labels, **recipe.model})
+        fields["region_classes"] = classes[0]
+    config = AtacformerConfig.from_preset(recipe.preset, data.vocab, **{**fields, **recipe.model})
     weights = recipe.state_class_weights
     if config.decoder_bins == "observed" or weights == "auto":
         counts, n_cells = data.bin_open_counts()
@@ -142,19 +139,29 @@ def set_view_neighbors(data: AtacformerDataModule, recipe: PretrainRecipe) -> No
                                          seed=recipe.seed))
 
 
-def _config_and_identity(data: AtacformerDataModule, recipe: PretrainRecipe,
-                         ckpt_path: Path | None) -> tuple[AtacformerConfig, dict]:
-    """The model config (the checkpoint's when resuming) and the run's identity (data + recipe
-    fingerprints; the schedule may be extended on resume, and the architecture is the checkpoint's)."""
+def _init_model(init: Atacformer | str | Path) -> Atacformer:
+    if isinstance(init, Atacformer):
+        return init
+    return Atacformer.from_pretrained(init)
+
+
+def _config_and_identity(data: AtacformerDataModule, recipe: PretrainRecipe, ckpt_path: Path | None,
+                         init: Atacformer | None) -> tuple[AtacformerConfig, dict]:
+    """The model config (the checkpoint's when resuming, ``init``'s when continuing a model) and the run's
+    identity (data + recipe fingerprints; the schedule may be extended on resume, and the architecture is
+    the checkpoint's)."""
     settings = {k: v for k, v in recipe.to_dict().items() if k not in ("trainer", "model", "preset")}
     run_info = {"data": fingerprint(data.fingerprint()), "recipe": fingerprint(settings)}
-    if ckpt_path is None:
-        return build_config(data, recipe), run_info
-    ckpt = load_checkpoint(ckpt_path)
-    check_resume(ckpt, ckpt_path, run_info)
-    config = AtacformerConfig.from_dict(ckpt["atacformer"]["run"]["config"])
-    data.vocab.check_data({"genome": config.genome, "bin_size": config.bin_size}, what=f"checkpoint {ckpt_path}")
-    return config, run_info
+    if ckpt_path is not None:
+        ckpt = load_checkpoint(ckpt_path)
+        check_resume(ckpt, ckpt_path, run_info)
+        config = AtacformerConfig.from_dict(ckpt["atacformer"]["run"]["config"])
+        data.vocab.check_data({"genome": config.genome, "bin_size": config.bin_size}, what=f"checkpoint {ckpt_path}")
+        return config, run_info
+    if init is not None:
+        init.check_data({"genome": data.vocab.genome.name, "bin_size": data.vocab.bin_size}, what="training data")
+        return AtacformerConfig.from_dict(init.config.to_dict()), run_info
+    return build_config(data, recipe), run_info
 
 
 def pretrain(
@@ -168,6 +175,7 @@ def pretrain(
     overwrite: bool = False,
     trainer_kwargs: dict | None = None,
     callbacks: Sequence = (),
+    init: Atacformer | str | Path | None = None,
 ) -> Atacformer:
     """Pretrain an Atacformer and save it to ``out_dir`` (layout in the module docstring).
 
@@ -194,6 +202,11 @@ def pretrain(
         ``accelerator``, ``precision`` (bf16 autocast by default on GPU).
     callbacks
         Extra Lightning callbacks (e.g. a step timer).
+    init
+        Continued pretraining: start from this model (or model directory), e.g. a single-cell model trained
+        further on bulk region sets. Its config and weights are used as they are (the recipe's ``preset``,
+        ``model`` overrides, ``e1_init`` and ``state_class_weights`` are not applied); the data must be on its
+        genome and bin size.
 
     Returns
     -------
@@ -205,10 +218,13 @@ def pretrain(
     prepare_out_dir(out_dir, resume=ckpt_path, overwrite=overwrite)
     L.seed_everything(recipe.seed, workers=True, verbose=False)
     data = AtacformerDataModule(inputs, data=recipe.data, batch=recipe.batch, val_inputs=val_inputs, seed=recipe.seed)
-    config, run_info = _config_and_identity(data, recipe, ckpt_path)
+    init = None if init is None else _init_model(init)
+    config, run_info = _config_and_identity(data, recipe, ckpt_path, init)
     _fit_data_to_config(data, config, recipe)
     model = Atacformer(config, dna_embeddings=dna_embeddings)
-    if ckpt_path is None:
+    if ckpt_path is None and init is not None:
+        model.load_state_dict(init.state_dict())
+    elif ckpt_path is None:
         init_from_data(model, data, recipe)
     plan = PretrainPlan(model, optimizer=dataclasses.replace(recipe.optimizer, lr=recipe.lr),
                         max_steps=recipe.trainer.max_steps, seed=recipe.seed,
