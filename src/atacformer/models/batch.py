@@ -207,13 +207,7 @@ def collate_cells(
     rngs = [rng] * len(cells) if isinstance(rng, np.random.Generator) else list(rng)
     if len(rngs) != len(cells):
         raise ValueError(f"got {len(rngs)} generators for {len(cells)} cells")
-    sentences, t_cell, t_bin, t_state = [], [], [], []
-    for i, cell in enumerate(cells):
-        sentence, open_bins, state = _cell_tokens(cell, vocab, mask_fraction, max_length, rngs[i])
-        sentences.append(sentence)
-        t_cell.append(np.full(len(open_bins), i, dtype=np.int64))
-        t_bin.append(open_bins)
-        t_state.append(state)
+    sentences, targets = _first_views(cells, vocab, mask_fraction, max_length, rngs)
     views = {}
     if contrastive_drop is not None:
         view_sentences, views = _views(cells, rngs, vocab, contrastive_drop, contrastive_neighbor_add, max_length)
@@ -231,9 +225,7 @@ def collate_cells(
         cls_index=torch.from_numpy(starts[:n].astype(np.int64)),
         eos_index=torch.from_numpy(eos_local[:n] + starts[:n, None]),
         view_cls_index=torch.from_numpy(starts[n:].astype(np.int64)) if contrastive_drop is not None else None,
-        target_cell=torch.from_numpy(np.concatenate(t_cell)),
-        target_bin=torch.from_numpy(np.concatenate(t_bin)),
-        target_state=torch.from_numpy(np.concatenate(t_state).astype(np.int64)),
+        **targets,
         labels={k: torch.tensor([_label(c, k) for c in cells], dtype=torch.int64) for k in label_keys},
         batch_label=torch.tensor([_label(c, "batch_label") for c in cells], dtype=torch.int64)
         if any("batch_label" in c for c in cells) else None,
@@ -242,6 +234,20 @@ def collate_cells(
     if packed:
         return PackedBatch(input_ids=torch.from_numpy(np.concatenate(sentences)), **common)
     return _padded(sentences, width, vocab.pad_id, common)
+
+
+def _first_views(cells: list[dict], vocab: BinVocab, mask_fraction: float, max_length: int, rngs) -> tuple:
+    """Each cell's masked sentence, and the decoder targets of all cells (``target_cell``/``_bin``/``_state``)."""
+    sentences, t_cell, t_bin, t_state = [], [], [], []
+    for i, cell in enumerate(cells):
+        sentence, open_bins, state = _cell_tokens(cell, vocab, mask_fraction, max_length, rngs[i])
+        sentences.append(sentence)
+        t_cell.append(np.full(len(open_bins), i, dtype=np.int64))
+        t_bin.append(open_bins)
+        t_state.append(state)
+    return sentences, {"target_cell": torch.from_numpy(np.concatenate(t_cell)),
+                       "target_bin": torch.from_numpy(np.concatenate(t_bin)),
+                       "target_state": torch.from_numpy(np.concatenate(t_state).astype(np.int64))}
 
 
 def _padded(sentences: list[np.ndarray], width: int, pad_id: int, fields: dict) -> PaddedBatch:

@@ -156,13 +156,7 @@ def finetune(
     data = AtacformerDataModule(adata, data=DataSettings(batch_size=r.batch_size), batch=r.batch,
                                 max_length=tuned.config.max_length, codes={k: v[1] for k, v in heads.items()},
                                 split=(train_idx, val_idx), val_batch=BatchSettings(mask_fraction=0.0), seed=r.seed)
-    plan = ClassifierPlan(tuned, class_weights={k: _class_weights(v[1], len(v[0]), r.class_weight)
-                                                for k, v in heads.items()},
-                          state_loss_weight=r.state_loss_weight, body_lr_ratio=r.body_lr_ratio,
-                          layer_decay=r.layer_decay, optimizer=r.optimizer, max_steps=r.epochs * steps, seed=r.seed,
-                          run_info={"task": "finetune", "labels_key": columns,
-                                    "data": fingerprint(data.fingerprint(), columns),
-                                    "recipe": fingerprint({k: v for k, v in r.to_dict().items() if k != "epochs"})})
+    plan = _classifier_plan(tuned, heads, data, r, columns=columns, max_steps=r.epochs * steps)
     history = _fit_best(plan, data, r, steps=steps, out_dir=out_dir, resume=resume, trainer_kwargs=trainer_kwargs,
                         columns=columns)
     tuned.requires_grad_(True).eval()
@@ -172,6 +166,18 @@ def finetune(
                             "best_epoch": int(best_row["epoch"]), "best_val_loss": float(best_row["val_loss"]),
                             "n_train": len(train_idx), "n_val": len(val_idx)}
     return tuned
+
+
+def _classifier_plan(tuned: Atacformer, heads: dict, data, r: FinetuneRecipe, *, columns: list[str],
+                     max_steps: int) -> ClassifierPlan:
+    """The fine-tuning objective: class-weighted heads (one per column), the recipe's rates, the run identity."""
+    return ClassifierPlan(tuned, class_weights={k: _class_weights(v[1], len(v[0]), r.class_weight)
+                                                for k, v in heads.items()},
+                          state_loss_weight=r.state_loss_weight, body_lr_ratio=r.body_lr_ratio,
+                          layer_decay=r.layer_decay, optimizer=r.optimizer, max_steps=max_steps, seed=r.seed,
+                          run_info={"task": "finetune", "labels_key": columns,
+                                    "data": fingerprint(data.fingerprint(), columns),
+                                    "recipe": fingerprint({k: v for k, v in r.to_dict().items() if k != "epochs"})})
 
 
 def _with_heads(adata: AnnData, model: Atacformer, columns: list[str], r: FinetuneRecipe):
@@ -274,12 +280,7 @@ def annotate(
     "unknown"), ``obs[key + "_confidence"]``, ``obsm[key + "_probs"]``; and ``uns[key_added]`` (``columns``:
     column → key and classes; ``classes`` with one column; ``threshold``, ``n_subsets``, ...).
     """
-    if not len(model.heads):
-        raise ValueError("the model has no label head (no cell-type head): fine-tune it first (tl.finetune)")
-    columns = list(model.config.heads) if labels_key is None else label_columns(labels_key)
-    unknown = [c for c in columns if c not in model.heads]
-    if unknown:
-        raise ValueError(f"the model has no {unknown[0]!r} head (its heads: {list(model.config.heads)})")
+    columns = _head_columns(model, labels_key)
     if not 0.0 <= knn_weight <= 1.0:
         raise ValueError(f"knn_weight must be in [0, 1], got {knn_weight}")
     adata = adata.copy() if copy else adata
@@ -288,13 +289,7 @@ def annotate(
                         batch_size=batch_size, n_subsets=n_subsets)
     keys = {col: key_added if len(columns) == 1 else f"{key_added}_{col}" for col in columns}
     for col, key in keys.items():
-        p = probs[col].astype(np.float32)
-        conf = p.max(1)
-        label = np.array(model.config.heads[col], dtype=object)[p.argmax(1)]
-        label[conf < threshold] = "unknown"
-        adata.obs[key] = pd.Categorical(label)
-        adata.obs[f"{key}_confidence"] = conf
-        adata.obsm[f"{key}_probs"] = p
+        _write_predictions(adata, probs[col].astype(np.float32), model.config.heads[col], key, threshold)
     info = {"columns": {col: {"key": keys[col], "classes": model.config.heads[col]} for col in columns},
             "threshold": float(threshold), "n_neighbors": int(n_neighbors), "n_subsets": int(n_subsets),
             "knn_weight": float(knn_weight if reference is not None else 0.0)}
@@ -302,3 +297,24 @@ def annotate(
         info["classes"] = model.config.heads[columns[0]]
     adata.uns[key_added] = info
     return adata if copy else None
+
+
+def _head_columns(model: Atacformer, labels_key) -> list[str]:
+    """The label columns to predict (all of the model's heads when ``labels_key`` is None), checked."""
+    if not len(model.heads):
+        raise ValueError("the model has no label head (no cell-type head): fine-tune it first (tl.finetune)")
+    columns = list(model.config.heads) if labels_key is None else label_columns(labels_key)
+    unknown = [c for c in columns if c not in model.heads]
+    if unknown:
+        raise ValueError(f"the model has no {unknown[0]!r} head (its heads: {list(model.config.heads)})")
+    return columns
+
+
+def _write_predictions(adata: AnnData, p: np.ndarray, classes: list, key: str, threshold: float) -> None:
+    """``obs[key]`` (best class, "unknown" below ``threshold``), ``obs[key_confidence]``, ``obsm[key_probs]``."""
+    conf = p.max(1)
+    label = np.array(classes, dtype=object)[p.argmax(1)]
+    label[conf < threshold] = "unknown"
+    adata.obs[key] = pd.Categorical(label)
+    adata.obs[f"{key}_confidence"] = conf
+    adata.obsm[f"{key}_probs"] = p

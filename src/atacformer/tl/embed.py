@@ -98,13 +98,17 @@ def embed(
     adata = adata.copy() if copy else adata
     cells = adata_cells(adata, model)
     n_subsets = n_subsets_for(adata, n_subsets)
-    bar = functools.partial(tqdm, desc="embed", unit="batch", total=-(-len(cells) // batch_size),
-                            disable=not (sys.stderr.isatty() if progress is None else progress))
     out, _ = encode_cells(model, cells, batch_size=batch_size, pooling=pooling, seed=seed, n_subsets=n_subsets,
-                          progress=bar)
+                          progress=_bar(len(cells), batch_size, progress))
     adata.obsm[key_added] = out
     adata.uns[key_added] = {"model": source, "pooling": pooling, "genome": model.config.genome,
                             "bin_size": model.config.bin_size, "max_length": model.config.max_length, "seed": seed,
                             "n_subsets": n_subsets}
     log.info("embedded %d cells into obsm[%r] (%d dims, %s pooling)", adata.n_obs, key_added, out.shape[1], pooling)
     return adata if copy else None
+
+
+def _bar(n_cells: int, batch_size: int, progress: bool | None):
+    """A tqdm factory over the batches (shown on a terminal when ``progress`` is None)."""
+    return functools.partial(tqdm, desc="embed", unit="batch", total=-(-n_cells // batch_size),
+                             disable=not (sys.stderr.isatty() if progress is None else progress))

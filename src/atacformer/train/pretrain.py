@@ -221,17 +221,25 @@ def pretrain(
     init = None if init is None else _init_model(init)
     config, run_info = _config_and_identity(data, recipe, ckpt_path, init)
     _fit_data_to_config(data, config, recipe)
-    model = Atacformer(config, dna_embeddings=dna_embeddings)
-    if ckpt_path is None and init is not None:
-        model.load_state_dict(init.state_dict())
-    elif ckpt_path is None:
-        init_from_data(model, data, recipe)
+    model = _initial_model(config, dna_embeddings, data, recipe, init=init, resuming=ckpt_path is not None)
     plan = PretrainPlan(model, optimizer=dataclasses.replace(recipe.optimizer, lr=recipe.lr),
                         max_steps=recipe.trainer.max_steps, seed=recipe.seed,
                         run_info={**run_info, "config": config.to_dict()})
     trainer = fit(plan, data, out_dir=out_dir, settings=recipe.trainer, resume=ckpt_path, callbacks=callbacks,
                   trainer_kwargs=trainer_kwargs)
     return _saved(trainer, config, dna_embeddings, out_dir)
+
+
+def _initial_model(config: AtacformerConfig, dna_embeddings, data: AtacformerDataModule, recipe: PretrainRecipe, *,
+                   init: Atacformer | None, resuming: bool) -> Atacformer:
+    """The network before step 0: ``init``'s weights, else initialised from the data (a resumed run loads its
+    checkpoint later)."""
+    model = Atacformer(config, dna_embeddings=dna_embeddings)
+    if not resuming and init is not None:
+        model.load_state_dict(init.state_dict())
+    elif not resuming:
+        init_from_data(model, data, recipe)
+    return model
 
 
 def _fit_data_to_config(data: AtacformerDataModule, config: AtacformerConfig, recipe: PretrainRecipe) -> None:
