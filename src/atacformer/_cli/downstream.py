@@ -140,7 +140,7 @@ def _add_demo(subparsers) -> None:
         "labels, embed, cluster and score beside LSI/spectral baselines, fine-tune cell-type annotation across "
         "donors, correct the donor batch effect, train CRAFT on paired SNARE-seq RNA + ATAC cells, and write "
         "report.html, metrics tables, figures/ and the annotated cells (hemato.h5ad, pbsmall.h5ad) for scanpy. "
-        "About 5 min on 2 idle CPU cores (--quick: about a minute).")
+        "About 3 min on 2 idle CPU cores (--quick: about a minute).")
     p.add_argument("-o", "--output", default="demo_out", help="output folder (default: ./demo_out)")
     p.add_argument("--quick", action="store_true", help="reduced mode (seconds of training; for CI)")
     p.add_argument("--seed", type=int, default=0, help="seed of every step (default: 0)")
