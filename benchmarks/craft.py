@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import anndata as ad
+
 from atacformer._snareseq import snareseq
 from atacformer.metrics import to_markdown
 from atacformer.tl.craft_eval import PairedSplit, Tables, baselines, train_and_score
@@ -45,11 +47,13 @@ VARIANTS = {
 
 def pretrain_encoder(s: PairedSplit, *, steps: int, out_dir: Path, seed: int = 0):
     """The ATAC encoder every CRAFT variant starts from: the recipe's on-the-fly pretraining (tiny preset)
-    on the training libraries' ATAC cells only, one library per batch."""
+    on the training libraries' ATAC cells only (no labels), one library per batch."""
     recipe = CraftRecipe().pretrain.replace(trainer={"max_steps": steps, "log_every_n_steps": 25,
                                                      "progress_bar": False},
                                             data={"batch_key": "batch", "batch_size": 32}, seed=seed)
-    return pretrain(s.atac[s.train], out_dir=out_dir, recipe=recipe, overwrite=True)
+    atac = s.atac[s.train]  # without its label columns: pretraining would train a cell_type head on them
+    atac = ad.AnnData(atac.X, obs=atac.obs[["batch"]].copy(), var=atac.var, uns=dict(atac.uns))
+    return pretrain(atac, out_dir=out_dir, recipe=recipe, overwrite=True)
 
 
 def run_craft(s: PairedSplit, tables: Tables, variants: list[str], *, steps: int | None, pretrain_steps: int,

@@ -130,7 +130,11 @@ def child(spec: dict) -> dict:
     timer = StepTimer()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        model = pretrain(adata, out_dir=tmp, recipe=recipe, callbacks=[timer], trainer_kwargs={"accelerator": "cpu"})
+        # without label columns: pretraining trains a head on any cell_type column it finds (not wanted here)
+        unlabelled = ad.AnnData(adata.X, obs=adata.obs.drop(columns=[c for c in ("cell_type", "cell_type_coarse")
+                                                                     if c in adata.obs]), var=adata.var, uns=adata.uns)
+        model = pretrain(unlabelled, out_dir=tmp, recipe=recipe, callbacks=[timer],
+                         trainer_kwargs={"accelerator": "cpu"})
     train_s = time.perf_counter() - t0
     model.eval()
     embed(adata, model, key_added="X_af", progress=False)

@@ -66,11 +66,24 @@ def scores(adata: ad.AnnData, rep: str, labels: dict[str, str], batch_key: str |
     return out
 
 
+def unlabelled(h5ad: Path) -> Path:
+    """A copy of ``h5ad`` without its label columns: pretraining would otherwise train a supervised
+    ``cell_type`` head (it uses the labels it finds), and the comparison with LSI/spectral is unsupervised."""
+    out = h5ad.with_name(f"{h5ad.stem}_unlabelled.h5ad")
+    if not out.exists():
+        adata = ad.read_h5ad(h5ad)
+        adata.obs = adata.obs.drop(columns=[c for c in ("cell_type", "cell_type_coarse", "lineage", "organ")
+                                            if c in adata.obs])
+        adata.write_h5ad(out)
+    return out
+
+
 def user_run(h5ad: Path, workdir: Path, seed: int) -> tuple[ad.AnnData, dict]:
-    """``atacformer pretrain`` (defaults) + ``atacformer embed`` as a user runs them; wall times."""
+    """``atacformer pretrain`` (defaults, on the cells without labels) + ``atacformer embed`` as a user runs
+    them; wall times."""
     model, emb = workdir / f"model_{h5ad.stem}_s{seed}", workdir / f"emb_{h5ad.stem}_s{seed}.h5ad"
-    t_pre = run([sys.executable, "-m", "atacformer", "pretrain", str(h5ad), "-o", str(model), "--seed", str(seed),
-                 "--overwrite", "--no-progress"])
+    t_pre = run([sys.executable, "-m", "atacformer", "pretrain", str(unlabelled(h5ad)), "-o", str(model),
+                 "--seed", str(seed), "--overwrite", "--no-progress"])
     t_emb = run([sys.executable, "-m", "atacformer", "embed", str(model), str(h5ad), "-o", str(emb), "--overwrite",
                  "--no-progress"])
     return ad.read_h5ad(emb), {"pretrain_s": t_pre, "embed_s": t_emb, "model": model}

@@ -60,8 +60,9 @@ def test_chunked_equals_unchunked_loss_and_grads(toy_vocab, make_cells):
     assert torch.equal(h1, h2)
 
 
-def test_closed_bin_sampling_is_unbiased(toy_vocab, make_cells):
-    dec = _decoder(toy_vocab, decoder_chunk_size=8)
+@pytest.mark.parametrize("training", [True, False])  # sparse per-cell pairs / dense grid over the batch's bins
+def test_closed_bin_sampling_is_unbiased(toy_vocab, make_cells, training):
+    dec = _decoder(toy_vocab, decoder_chunk_size=8).train(training)
     batch, eos, e1 = _decoder_inputs(toy_vocab, make_cells, n_cells=2, seed=4, high=8)
     assert len(batch.target_bin.unique()) < toy_vocab.n_bins / 2  # most bins are closed in every cell
     args = (eos.detach(), e1.detach(), batch.target_cell, batch.target_bin, batch.target_state)
@@ -73,6 +74,27 @@ def test_closed_bin_sampling_is_unbiased(toy_vocab, make_cells):
     assert samples.std() > 1e-3  # sampling really varies the loss
     assert abs(samples.mean() - full) < 4 * se + 1e-6
     assert abs(samples.mean() - full) < 0.05 * full
+
+
+def test_removed_bin_thinning_is_unbiased_and_bounded(toy_vocab, make_cells):
+    dec = _decoder(toy_vocab, decoder_chunk_size=8, state2_sample_max=3).train()
+    batch, eos, e1 = _decoder_inputs(toy_vocab, make_cells, n_cells=3, seed=5, high=25)
+    batch = collate_cells(make_cells(toy_vocab, 3, seed=5, low=20, high=40), toy_vocab, mask_fraction=0.6,
+                          rng=np.random.default_rng(5))
+    n2 = torch.bincount(batch.target_cell[batch.target_state == 2], minlength=3)
+    assert int(n2.min()) > 6  # thinning really applies
+    args = (eos.detach(), e1.detach(), batch.target_cell, batch.target_bin, batch.target_state)
+    with torch.no_grad():
+        full = dec.eval()(*args).loss.item()
+        dec.train()
+        torch.manual_seed(7)
+        outs = [dec(*args, sample_rate=0.3) for _ in range(800)]
+    samples = np.array([o.loss.item() for o in outs])
+    se = samples.std() / np.sqrt(len(samples))
+    assert abs(samples.mean() - full) < 4 * se + 1e-6
+    assert outs[0].state_count.tolist() == dec.eval()(*args).state_count.tolist()  # exact counts either way
+    kept = torch.stack([o.state_hist[1].sum() for o in outs])  # removed pairs, importance-weighted
+    assert abs(float(kept.mean()) - float(n2.sum())) < 0.1 * float(n2.sum())
 
 
 def test_histogram_auc_matches_sklearn(toy_vocab, make_cells):

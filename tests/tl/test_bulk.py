@@ -88,10 +88,12 @@ def _one_subset(model, cells, subset):
 def test_prediction_averages_several_subsets_deterministically(tmp_path, long_model):
     sets = read_sets(tmp_path)
     cells = adata_cells(sets, long_model) + [{"bin_ids": np.array([3, 41, 70])}]  # and one short row
-    one, _ = encode_cells(long_model, cells)
+    one, _ = encode_cells(long_model, cells, n_subsets=1)
+    default, _ = encode_cells(long_model, cells)
     four, _ = encode_cells(long_model, cells, n_subsets=4)
     again, _ = encode_cells(long_model, cells, n_subsets=4, batch_size=5)
     np.testing.assert_array_equal(four, again)  # seeded by each row's content, not by its batch
+    np.testing.assert_array_equal(default, four)  # long rows: CELL_SUBSETS (4) subsets by default
     passes = [_one_subset(long_model, cells, s) for s in range(4)]
     np.testing.assert_allclose(four[:-1], np.mean(passes, 0)[:-1], atol=1e-6)
     np.testing.assert_array_equal(passes[0], one)  # subset 0 = the single pass

@@ -110,12 +110,15 @@ def test_a_long_cell_gets_one_embedding_whichever_tool_embeds_it(toy_genome):
     np.testing.assert_array_equal(adata.obsm["X_b2"][4], ref)
     emb, probs = encode_cells(model, adata_cells(adata, model), batch_size=5)
     np.testing.assert_array_equal(emb[4], ref)
-    # annotate's head probabilities are those of the same vector
+    # annotate's head probabilities are encode_cells' (the mean over the long cell's subsets) ...
     annotate(alone, model, threshold=0.0)
+    np.testing.assert_allclose(alone.obsm["atacformer_label_probs"][0], probs["cell_type"][4], atol=1e-6)
+    # ... and with one subset, the head's softmax of that one vector
+    one, probs1 = encode_cells(model, adata_cells(adata, model), n_subsets=1)
+    assert np.abs(one[4] - ref).max() > 1e-4  # the default averaged several subsets
     with torch.no_grad():
-        head = torch.softmax(model.cell_type_head(torch.from_numpy(ref[None])), 1).numpy()[0]
-    np.testing.assert_allclose(alone.obsm["atacformer_label_probs"][0], head, atol=1e-6)
-    np.testing.assert_allclose(probs["cell_type"][4], head, atol=1e-6)
+        head = torch.softmax(model.cell_type_head(torch.from_numpy(one[4][None])), 1).numpy()[0]
+    np.testing.assert_allclose(probs1["cell_type"][4], head, atol=1e-6)
     # map_query embeds the query (and a reference without obsm[use_rep]) the same way
     query = adata.copy()
     map_query(query, adata, model, n_neighbors=3, use_rep="X_mapped")

@@ -54,11 +54,12 @@ def _add_pretrain(subparsers) -> None:
     p.add_argument("--max-steps", type=int, default=r.trainer.max_steps, help="optimisation steps")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 1e-2 for tiny, else 3e-4)")
     p.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of max steps (at most 1000)")
-    p.add_argument("--batch-tokens", type=int, default=r.data.max_tokens, help="tokens per batch and rank")
-    p.add_argument("--batch-size", type=int, default=r.data.batch_size,
-                   help="cells per batch (instead of a token budget)")
-    p.add_argument("--batch-key", default=None, metavar="COLUMN",
-                   help="obs column of an .h5ad input naming samples/datasets: each training batch holds one of them")
+    p.add_argument("--batch-tokens", type=int, default=None,
+                   help="tokens per batch and rank (a token budget instead of a number of cells)")
+    p.add_argument("--batch-size", type=int, default=None, help=f"cells per batch (default {r.data.batch_size})")
+    p.add_argument("--batch-key", default=r.data.batch_key, metavar="COLUMN",
+                   help="obs column of an .h5ad input naming samples/libraries: each training batch holds one of them; "
+                        "'auto' = the first of obs batch/sample/library/donor with >= 2 values; 'none' = mix all")
     p.add_argument("--accumulate", type=int, default=r.trainer.accumulate_grad_batches, help="gradient accumulation")
     p.add_argument("--grad-clip", type=float, default=r.trainer.gradient_clip_val, help="gradient norm clip")
     p.add_argument("--val", nargs="+", default=None, metavar="CORPUS", help="validation corpus folder(s)")
@@ -145,8 +146,17 @@ def _recipe(args, overrides: dict):
                  "log_every_n_steps": args.log_every, "gradient_clip_val": args.grad_clip,
                  "accumulate_grad_batches": args.accumulate, "progress_bar": False if args.no_progress else None,
                  "deterministic": args.deterministic},
-        data={"batch_size": args.batch_size, "max_tokens": args.batch_tokens, "batch_key": args.batch_key,
+        data={**_batching(args, r), "batch_key": None if args.batch_key == "none" else args.batch_key,
               "val_fraction": args.val_fraction, "num_workers": args.workers})
+
+
+def _batching(args, r) -> dict:
+    """Cells per batch (the recipe's unless given), or a token budget with ``--batch-tokens``."""
+    if args.batch_tokens is not None and args.batch_size is not None:
+        raise SystemExit("give --batch-size or --batch-tokens, not both")
+    if args.batch_tokens is not None:
+        return {"batch_size": None, "max_tokens": args.batch_tokens}
+    return {"batch_size": args.batch_size or r.data.batch_size, "max_tokens": r.data.max_tokens}
 
 
 def _pretrain(args) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..tokenize.sentences import DEFAULT_MAX_LENGTH, cell_sentence
+from ..tokenize.sentences import DEFAULT_MAX_LENGTH, cell_sentence, sorted_unique
 from ..tokenize.vocab import BinVocab
 
 MISSING_LABEL = -1
@@ -119,7 +119,7 @@ def mask_bins(open_bins: np.ndarray, fraction: float, rng: np.random.Generator) 
 def _cell_tokens(cell: dict, vocab: BinVocab, mask_fraction: float, max_length: int,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sentence token ids, open bin ids, their states) of one cell."""
-    open_bins = np.unique(np.asarray(cell["bin_ids"], dtype=np.int64))
+    open_bins = sorted_unique(cell["bin_ids"])
     kept = mask_bins(open_bins, mask_fraction, rng)
     sentence = cell_sentence(kept, vocab, max_length=max_length, rng=rng)
     in_sentence = vocab.token_to_bin(sentence)
@@ -131,23 +131,23 @@ def contrastive_view(cell: dict, drop: float, neighbor_add: float, rng: np.rando
     """Open bins of a second view of ``cell``: ``drop`` of its open bins removed at random, then (when
     the cell has ``neighbor_bin_ids``, one list per nearest neighbour) ``neighbor_add`` of the bins of
     one random neighbour that the cell lacks added (the design's augmentation). Sorted, unique."""
-    own = np.unique(np.asarray(cell["bin_ids"], dtype=np.int64))
+    own = sorted_unique(cell["bin_ids"])
     kept = mask_bins(own, drop, rng)
     neighbors = cell.get("neighbor_bin_ids")
     if neighbor_add > 0 and neighbors is not None and len(neighbors):
         other = np.asarray(neighbors[int(rng.integers(len(neighbors)))], dtype=np.int64)
-        extra = np.setdiff1d(other, own, assume_unique=False)
+        extra = np.setdiff1d(sorted_unique(other), own, assume_unique=True)
         extra = mask_bins(extra, 1.0 - neighbor_add, rng) if neighbor_add < 1 else extra
-        kept = np.union1d(kept, extra)
+        kept = sorted_unique(np.concatenate([kept, extra]))
     return kept
 
 
 def view_targets(cell: dict, sentence: np.ndarray, vocab: BinVocab) -> tuple[np.ndarray, np.ndarray]:
     """(bins, states) of one second view: 1 = in the view's ``sentence`` but not open in the cell (added),
     2 = open in the cell but not in the sentence (dropped, by the view or by the ``max_length`` cut)."""
-    own = np.unique(np.asarray(cell["bin_ids"], dtype=np.int64))
+    own = sorted_unique(cell["bin_ids"])
     shown = vocab.token_to_bin(sentence)
-    shown = np.unique(shown[shown >= 0])
+    shown = sorted_unique(shown[shown >= 0])
     added, dropped = np.setdiff1d(shown, own, assume_unique=True), np.setdiff1d(own, shown, assume_unique=True)
     return np.concatenate([added, dropped]), np.repeat(np.array([1, 2], dtype=np.int64), [len(added), len(dropped)])
 

@@ -85,6 +85,7 @@ class AtacformerConfig:
     decoder_chunk_size: int = 4096  # bins per activation-checkpointed chunk
     state_class_weights: tuple[float, float, float] = (1.0, 10.0, 10.0)  # pretrain's default: balanced from data
     state0_sample_rate: float | None = None  # None = all bins; else importance-sample closed bins (training only)
+    state2_sample_max: int | None = None  # with state0 sampling: ≈ this many removed bins per cell (None = all)
     decoder_bins: str = "all"  # "all" bins of the genome, or the "observed" ones (open in >= 1 training cell)
     n_decoder_bins: int = 0  # how many observed bins (set by pretrain from the data; the ids are saved weights)
     # which <eos> regions the decoder reads (atacformer.tokenize.vocab): "chromosome" | "region-class" |
@@ -118,6 +119,8 @@ class AtacformerConfig:
             raise ValueError(f"state_class_weights needs 3 values, got {self.state_class_weights}")
         if self.state0_sample_rate is not None and not 0 < self.state0_sample_rate <= 1:
             raise ValueError(f"state0_sample_rate must be in (0, 1] or None, got {self.state0_sample_rate}")
+        if self.state2_sample_max is not None and self.state2_sample_max < 1:
+            raise ValueError(f"state2_sample_max must be >= 1 or None, got {self.state2_sample_max}")
         if self.decoder_bins not in ("all", "observed") or self.n_decoder_bins < 0:
             raise ValueError(f"decoder_bins must be 'all' or 'observed' (n_decoder_bins >= 0), got "
                              f"{self.decoder_bins!r} ({self.n_decoder_bins})")

@@ -16,6 +16,12 @@ Loss: class-weighted cross-entropy over *all* (cell, bin) pairs with a fixed den
 ``state0_sample_rate = p`` (training only), every bin that is open in some cell of the batch is
 evaluated exactly and each other bin (closed in every cell) is kept with probability p and weighted
 1/p, so the numerator — hence the loss and its gradient — is an unbiased estimate of the full one.
+That dense grid (B × every bin open in some cell of the batch) is cheap for short cells and far too big for
+10x-depth cells, whose union covers most of the genome: training with ``p`` set therefore evaluates *pairs*
+(:meth:`StateDecoder._sparse`) — each cell's own open pairs, at most ``config.state2_sample_max`` of its
+removed (state-2) pairs (kept with probability ``q_b``, weighted ``1/q_b``), and ``p × n_bins`` closed pairs
+drawn uniformly with replacement per cell (weighted ``n_bins / draws``) — still unbiased, at a cost linear
+in the batch's pairs.
 
 Decoder bins (``config.decoder_bins``): ``"all"`` predicts every bin of the genome; ``"observed"``
 predicts only the ``config.n_decoder_bins`` bins in the persistent buffer ``bins`` (the bins open in at
@@ -67,6 +73,7 @@ class StateDecoder(DecoderMLP):
         super().__init__(config)
         self.chunk_size = config.decoder_chunk_size
         self.sample_rate = config.state0_sample_rate
+        self.state2_max = config.state2_sample_max
         self.register_buffer("bin_region", torch.as_tensor(bin_region).long(), persistent=bool(config.region_classes))
         self.all_bins = config.decoder_bins == "all"
         n = len(bin_region) if self.all_bins else config.n_decoder_bins
@@ -124,6 +131,11 @@ class StateDecoder(DecoderMLP):
         target_cell, target_bin, target_state = self._local(target_cell, target_bin, target_state)
         u = mlp.fc_eos(mlp.compress(eos_h))  # (B, R, H)
         rate = self.sample_rate if sample_rate is None and self.training else sample_rate
+        if self.training and rate is not None and rate < 1.0:
+            count = self._counts(n_cells, target_state)
+            ce_sum, hist = self._sparse(mlp, u, bin_e1, target_cell, target_bin, target_state, rate)
+            loss = (self.class_weights * ce_sum).sum() / (self.class_weights * count).sum()
+            return DecoderOutput(loss=loss, state_ce_sum=ce_sum.detach(), state_count=count, state_hist=hist)
         bins, weight = self._eval_bins(target_bin, rate, dev)  # (n_eval,), (n_eval,) or None
         e1 = bin_e1 if bins is None else bin_e1[bins]  # (n_eval, k)
         n_eval = e1.shape[0]
@@ -164,6 +176,60 @@ class StateDecoder(DecoderMLP):
         part = torch.zeros(3, device=ce.device, dtype=ce.dtype).index_add(0, y.flatten(), ce.flatten())  # (3,)
         with torch.no_grad():
             hist = _log_odds_hist(logits.detach().float(), y, w)
+        return part, hist
+
+    def _sparse(self, mlp, u, bin_e1, t_cell, t_col, t_state, rate):
+        """Training estimate over sampled (cell, bin) pairs: (3,) weighted CE sums and the log-odds histogram.
+        u (B, R, H); bin_e1 (n_bins, k); targets (N,) with ``t_col`` a column of :attr:`bins`."""
+        n_cells, n_bins, dev = u.shape[0], self.n_bins, u.device
+        keep, w_open = self._sample_removed(t_cell, t_state, n_cells)
+        draws = max(1, round(rate * n_bins))
+        c_cell = torch.arange(n_cells, device=dev).repeat_interleave(draws)  # (B * draws,)
+        c_col = torch.randint(0, n_bins, (n_cells * draws,), device=dev)
+        open_key = torch.sort(t_cell * n_bins + t_col).values  # (N,) the cells' open pairs
+        key = c_cell * n_bins + c_col
+        hit = open_key[torch.searchsorted(open_key, key).clamp_(max=max(len(open_key) - 1, 0))] == key
+        closed = ~hit if len(open_key) else torch.ones_like(key, dtype=torch.bool)
+        cell = torch.cat([t_cell[keep], c_cell[closed]])  # (P,)
+        col = torch.cat([t_col[keep], c_col[closed]])
+        y = torch.cat([t_state[keep], torch.zeros(int(closed.sum()), dtype=torch.long, device=dev)])
+        w = torch.cat([w_open[keep], torch.full((int(closed.sum()),), n_bins / draws, device=dev)])
+        uniq, inv = torch.unique(col, return_inverse=True)
+        region = self.bin_region[self.bins[uniq]][inv]  # (P,)
+        ce_sum = u.new_zeros(3, dtype=torch.float32)
+        hist = torch.zeros(2, HIST_BINS, dtype=torch.float64, device=dev)
+        step = self.chunk_size * 16
+        for s in range(0, len(cell), step):
+            sl = slice(s, s + step)
+            args = (mlp, u, bin_e1, uniq, inv[sl], cell[sl], region[sl], y[sl], w[sl])
+            if torch.is_grad_enabled():
+                part, h = checkpoint(self._pair_chunk, *args, use_reentrant=False)
+            else:
+                part, h = self._pair_chunk(*args)
+            ce_sum, hist = ce_sum + part, hist + h
+        return ce_sum, hist
+
+    def _sample_removed(self, t_cell, t_state, n_cells):
+        """Which targets to evaluate (all state 1; state 2 thinned to ≈ ``state2_sample_max`` per cell) and
+        their importance weights (N,)."""
+        cap, w = self.state2_max, torch.ones(len(t_state), device=t_state.device)
+        is2 = t_state == 2
+        if cap is None or not len(t_state):
+            return torch.ones_like(is2), w
+        n2 = torch.bincount(t_cell[is2], minlength=n_cells).float()  # (B,)
+        q = (cap / n2.clamp(min=1)).clamp(max=1.0)[t_cell]  # (N,) keep probability of each state-2 pair
+        keep = ~is2 | (torch.rand(len(t_state), device=t_state.device) < q)
+        return keep, torch.where(is2, 1.0 / q, w)
+
+    @staticmethod
+    def _pair_chunk(mlp, u, bin_e1, uniq, inv, cell, region, y, w):
+        # pairs (P,): cell, region, state y, weight w; the bin part once per distinct bin of the step
+        v = mlp.fc_bin(bin_e1[uniq])  # (U, H)
+        logits = mlp.out(F.gelu(u[cell, region] + v[inv]))  # (P, 3)
+        ce = F.cross_entropy(logits.float(), y, reduction="none") * w  # (P,)
+        part = torch.zeros(3, device=ce.device, dtype=ce.dtype).index_add(0, y, ce)
+        with torch.no_grad():
+            hist = _log_odds_hist(logits.detach().float()[None], y[None], w)
         return part, hist
 
     def logits(self, eos_h: torch.Tensor, bin_e1: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:

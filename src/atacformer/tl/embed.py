@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..models import Atacformer
 from ..train import encode_cells
-from ..train.batcher import adata_cells
+from ..train.batcher import CELL_SUBSETS, adata_cells
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,10 @@ def is_region_sets(adata: ad.AnnData) -> bool:
 
 
 def n_subsets_for(adata: ad.AnnData, n_subsets: int | None) -> int:
-    """``n_subsets``, or for None the default: :data:`REGION_SET_SUBSETS` for region sets, 1 for cells."""
+    """``n_subsets``, or for None the default: :data:`REGION_SET_SUBSETS` for region sets,
+    :data:`~atacformer.train.batcher.CELL_SUBSETS` for cells (only cells longer than the model's sentence use it)."""
     if n_subsets is None:
-        return REGION_SET_SUBSETS if is_region_sets(adata) else 1
+        return REGION_SET_SUBSETS if is_region_sets(adata) else CELL_SUBSETS
     if int(n_subsets) < 1:
         raise ValueError(f"n_subsets must be >= 1, got {n_subsets}")
     return int(n_subsets)
@@ -80,7 +81,7 @@ def embed(
     n_subsets
         A row longer than ``max_length`` (a region set) gets the mean embedding of this many random subsets
         of its bins (each seeded by its content). None: :data:`REGION_SET_SUBSETS` for region sets from BED
-        files (``uns['ingest']['kind'] == 'bed'``), else 1.
+        files (``uns['ingest']['kind'] == 'bed'``), else ``CELL_SUBSETS`` (4; cells that fit are read once).
     progress
         A progress bar (None = only on a terminal).
     copy

@@ -6,7 +6,7 @@
 """
 
 from .corpus import Corpus, CorpusInfo, ShardInfo
-from .sentences import DEFAULT_MAX_LENGTH, cell_sentence, iter_sentences, open_bins
+from .sentences import DEFAULT_MAX_LENGTH, cell_sentence, iter_sentences, open_bins, sorted_unique
 from .vocab import CLS_ID, PAD_ID, BinVocab
 from .writer import DEFAULT_OBS_COLUMNS, write_corpus
 
@@ -19,6 +19,7 @@ __all__ = [
     "cell_sentence",
     "iter_sentences",
     "open_bins",
+    "sorted_unique",
     "write_corpus",
     "Corpus",
     "CorpusInfo",

@@ -25,6 +25,16 @@ from .vocab import BinVocab
 DEFAULT_MAX_LENGTH = 5000
 
 
+def sorted_unique(values) -> np.ndarray:
+    """``np.unique`` of int64 ids, fast on what cells hold: ids that are already sorted and unique (CSR
+    rows) come back as they are (a view); others are sorted and deduplicated."""
+    a = np.asarray(values, dtype=np.int64)
+    if len(a) < 2 or bool((a[1:] > a[:-1]).all()):
+        return a
+    a = np.sort(a)
+    return a[np.concatenate(([True], a[1:] != a[:-1]))]
+
+
 def subsample_bins(bin_ids: np.ndarray, n_keep: int, rng: np.random.Generator) -> np.ndarray:
     """Keep ``n_keep`` of ``bin_ids`` chosen uniformly without replacement, in their original order."""
     if len(bin_ids) <= n_keep:
@@ -46,7 +56,7 @@ def cell_sentence(
     n_fixed = 1 + vocab.n_eos
     if max_length <= n_fixed:
         raise ValueError(f"max_length={max_length} leaves no room for bins ({n_fixed} special tokens)")
-    bins = np.unique(np.asarray(bin_ids, dtype=np.int64))  # sorted = genomic order
+    bins = sorted_unique(bin_ids)  # sorted = genomic order
     if len(bins) and (bins[0] < 0 or bins[-1] >= vocab.n_bins):
         raise ValueError(f"bin ids must be in [0, {vocab.n_bins}), got {bins[0]}..{bins[-1]}")
     if len(bins) > max_length - n_fixed:

@@ -23,6 +23,7 @@ import torch
 from ..models import Atacformer, PackedBatch, collate_cells
 from ..models.batch import DEFAULT_LABEL_KEYS, mask_bins
 from ..tokenize import AnnDataCellDataset
+from ..tokenize.sentences import sorted_unique
 from ..tokenize.vocab import BinVocab
 
 
@@ -134,6 +135,11 @@ def inference_batches(cells: Sequence[dict], vocab: BinVocab, *, batch_size: int
         yield np.arange(start, start + len(chunk)), batch
 
 
+#: Subsets averaged for a cell longer than the model's sentence (10x-depth cells; benchmarks/RESULTS.md
+#: "realistic": fine-type ARI 0.36 with one 512-token subset, 0.40 with 4, no gain from 8 or 16)
+CELL_SUBSETS = 4
+
+
 @dataclass(frozen=True)
 class InferenceSettings:
     """How cells are read at inference: whole sentences of up to ``subset_length`` tokens (None = the
@@ -142,7 +148,7 @@ class InferenceSettings:
     seeded by the cell's content and the subset number (:func:`cell_rng`)."""
 
     subset_length: int | None = None
-    n_subsets: int = 1
+    n_subsets: int = 4  # CELL_SUBSETS
 
     def __post_init__(self):
         if self.n_subsets < 1:
@@ -154,7 +160,7 @@ class InferenceSettings:
 def long_cells(cells: Sequence[dict], vocab: BinVocab, max_length: int) -> np.ndarray:
     """Indices of the cells with more open bins than fit in one sentence of ``max_length`` tokens."""
     room = max_length - 1 - vocab.n_eos
-    return np.array([i for i, c in enumerate(cells) if len(np.unique(c["bin_ids"])) > room], dtype=np.int64)
+    return np.array([i for i, c in enumerate(cells) if len(sorted_unique(c["bin_ids"])) > room], dtype=np.int64)
 
 
 @torch.inference_mode()
@@ -179,19 +185,19 @@ def _encode_pass(model: Atacformer, cells: Sequence[dict], *, batch_size: int, p
 
 
 def encode_cells(model: Atacformer, cells: Sequence[dict], *, batch_size: int = 64, pooling: str = "cls",
-                 seed: int = 0, n_subsets: int = 1, progress=None, inference: InferenceSettings | None = None
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                 seed: int = 0, n_subsets: int | None = None, progress=None,
+                 inference: InferenceSettings | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Cell embeddings (n_cells, d) and, per head column, the head's softmax (n_cells, n_classes).
 
     Eval mode, nothing masked, bf16 autocast on CUDA; ``progress`` wraps the batch iterator (e.g. tqdm).
     A cell with more open bins than fit in one sentence (a bulk region set) is read through ``n_subsets``
     random subsets of its bins (subset 0 is the one a single pass uses; each is seeded by the cell's own
     bins, :func:`cell_rng`): its embedding and probabilities are the means over them. Cells that fit are
-    read once. ``inference`` (:class:`InferenceSettings`) also sets a shorter sentence length; it then
-    carries the subset count (``n_subsets`` must stay 1)."""
-    if inference is not None and n_subsets != 1:
+    read once. ``n_subsets`` None = :data:`CELL_SUBSETS`. ``inference`` (:class:`InferenceSettings`) also sets
+    a shorter sentence length; it then carries the subset count (``n_subsets`` must stay None)."""
+    if inference is not None and n_subsets is not None:
         raise ValueError("give the subset count once: InferenceSettings(n_subsets=...) or n_subsets=")
-    inf = inference or InferenceSettings(n_subsets=n_subsets)
+    inf = inference or InferenceSettings(n_subsets=CELL_SUBSETS if n_subsets is None else n_subsets)
     length = min(inf.subset_length or model.config.max_length, model.config.max_length)
     n_subsets = inf.n_subsets
     was_training = model.training

@@ -35,6 +35,20 @@ from .stream import PackedBatchStream, ResumingLoader
 log = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("cell_type", "organ")
+#: ``batch_key="auto"`` uses the first of these obs columns that has at least two values
+AUTO_BATCH_KEYS = ("batch", "sample", "library", "donor")
+
+
+def auto_batch_key(adata: ad.AnnData | None) -> str | None:
+    """The obs column ``batch_key="auto"`` stands for (:data:`AUTO_BATCH_KEYS`), or None (corpus inputs, or no such
+    column with ≥ 2 values and none missing)."""
+    if adata is None:
+        return None
+    for key in AUTO_BATCH_KEYS:
+        if key in adata.obs and not adata.obs[key].isna().any() and adata.obs[key].astype(str).nunique() >= 2:
+            log.info("batch_key='auto': training batches drawn from one obs[%r] value at a time", key)
+            return key
+    return None
 
 
 @dataclass
@@ -54,7 +68,8 @@ class DataSettings:
     shuffle_buffer
         Cells mixed across shards (corpus streaming).
     batch_key
-        ``obs`` column of samples/datasets: every training batch holds cells of one of them.
+        ``obs`` column of samples/datasets: every training batch holds cells of one of them. ``"auto"``: the
+        first of :data:`AUTO_BATCH_KEYS` with ≥ 2 values (none: batches mix all cells).
     """
 
     batch_size: int | None = None
@@ -256,6 +271,8 @@ class AtacformerDataModule(L.LightningDataModule):
         self.neighbors.table, self.neighbors.provider = neighbors, provider
 
     def _group_codes(self, batch_key: str | None) -> np.ndarray | None:
+        if batch_key == "auto":
+            batch_key = auto_batch_key(self.adata)
         if batch_key is None:
             return None
         if self.adata is None:

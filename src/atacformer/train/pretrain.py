@@ -101,6 +101,8 @@ def build_config(data: AtacformerDataModule, recipe: PretrainRecipe) -> Atacform
         config = dataclasses.replace(config, state0_sample_rate=budget / n_dec)
         log.info("closed bins importance-sampled at %.4f per step (%d of %d decoder bins per cell)",
                  budget / n_dec, budget, n_dec)
+    if "state2_sample_max" not in recipe.model and config.state0_sample_rate is not None:
+        config = dataclasses.replace(config, state2_sample_max=recipe.removed_bins_per_cell)
     return dataclasses.replace(config, state_class_weights=weights)
 
 

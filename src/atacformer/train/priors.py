@@ -74,9 +74,11 @@ def cell_neighbors(X: sp.spmatrix, k: int, *, method: str = "tfidf", n_comps: in
     k = min(k, X.shape[0] - 1)
     if method == "tfidf":
         rep = tfidf(X)
-    else:
+    elif method == "lsi":
+        rep, _ = lsi_embedding(X, n_comps=min(n_comps, X.shape[0] - 3, X.shape[1] - 2), seed=seed)
+    else:  # a neighbour graph needs no machine-precision eigenvectors
         n_comps = min(n_comps, X.shape[0] - 3, X.shape[1] - 2)
-        rep, _ = (lsi_embedding if method == "lsi" else spectral_embedding)(X, n_comps=n_comps, seed=seed)
+        rep, _ = spectral_embedding(X, n_comps=n_comps, seed=seed, use_snapatac2=False, tol=1e-4)
     nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(rep)
     return nn.kneighbors(return_distance=False)  # (n, k): without X, each point's neighbours exclude itself
 
@@ -110,7 +112,7 @@ def svd_bin_embeddings(X: sp.spmatrix, k: int, *, seed: int = 0) -> tuple[np.nda
     rank = min(k, min(T.shape) - 1)
     if rank < 1:
         raise ValueError(f"SVD initialisation needs at least 2 cells and 2 open bins, got {T.shape}")
-    svd = TruncatedSVD(n_components=rank, algorithm="randomized", n_iter=7, random_state=seed).fit(T)
+    svd = TruncatedSVD(n_components=rank, algorithm="randomized", n_iter=3, random_state=seed).fit(T)  # an init
     vectors = np.zeros((len(bins), k), dtype=np.float32)
     vectors[:, :rank] = svd.components_.T * np.sqrt(svd.singular_values_)  # (n, rank)
     vectors[:, :rank] /= np.maximum(vectors[:, :rank].std(axis=0), 1e-12)

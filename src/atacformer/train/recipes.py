@@ -16,6 +16,9 @@ from .engine import OptimizerSettings, TrainerSettings
 
 #: measured peak learning rate per architecture preset (others: 3e-4)
 PRESET_LR = {"tiny": 1e-2}
+#: tokens per training sentence (the model's ``max_length``): a longer cell is read through a fresh random subset
+#: of its bins at every step, and at inference as the mean over subsets (benchmarks/RESULTS.md, "realistic")
+TRAIN_LENGTH = 512
 
 
 def _replace(obj, **changes):
@@ -47,13 +50,18 @@ class PretrainRecipe(_Recipe):
     preset
         Architecture preset of :class:`~atacformer.models.AtacformerConfig` (``tiny``/``small``/``base``).
     model
-        Overrides of config fields (architecture and loss weights), e.g. ``{"n_layers": 4}``.
+        Overrides of config fields (architecture and loss weights), e.g. ``{"n_layers": 4}``. The default
+        reads sentences of ``max_length`` = :data:`TRAIN_LENGTH` tokens: 10x cells open 2,000–8,000 bins, and
+        attention grows with the square of the length.
     optimizer
         :class:`OptimizerSettings`; ``lr`` None = the preset's measured rate (:data:`PRESET_LR`, else 3e-4).
     trainer
         :class:`TrainerSettings` (steps, checkpoint/validation cadence, clipping, progress).
     data
-        :class:`DataSettings` (batch size or token budget, ``batch_key``, validation share, workers).
+        :class:`DataSettings` (batch size or token budget, ``batch_key``, validation share, workers). The default:
+        64 cells a batch (the contrastive loss's negatives), and ``batch_key="auto"`` — every batch from one
+        sample (``obs`` ``batch``/``sample``/``library``/``donor``, the first with ≥ 2 values), so the
+        contrastive loss cannot separate cells by their library.
     batch
         :class:`BatchSettings` (masking and the contrastive views).
     contrastive_neighbors
@@ -76,24 +84,29 @@ class PretrainRecipe(_Recipe):
         importance-sampled (unbiased) at ``closed_bins_per_cell / n_decoder_bins`` per training step (the
         config's ``state0_sample_rate``, unless ``model`` sets it). Short cells on a few thousand observed
         bins stay exact; 10x-depth cells open most of the genome, where the exact loss would cost
-        ~B × 600k (cell, bin) pairs a step.
+        ~B × 600k (cell, bin) pairs a step; sampled training evaluates (cell, bin) pairs, not the dense grid.
+    removed_bins_per_cell
+        With that sampling, about this many of a cell's open-but-removed bins (state 2: masked, or left out
+        of a long cell's sentence) enter the loss per step, importance-weighted (the config's
+        ``state2_sample_max``, unless ``model`` sets it); None = all.
     seed
         Seeds the split, batches, masks, dropout and initialisation.
     """
 
     preset: str = "tiny"
     model: dict = field(default_factory=lambda: {"decoder_bins": "observed", "contrastive_weight": 5.0,
-                                                 "dropout": 0.0})
+                                                 "dropout": 0.0, "max_length": TRAIN_LENGTH})
     optimizer: OptimizerSettings = field(default_factory=lambda: OptimizerSettings(lr=None))
-    trainer: TrainerSettings = field(default_factory=TrainerSettings)
-    data: DataSettings = field(default_factory=DataSettings)
+    trainer: TrainerSettings = field(default_factory=lambda: TrainerSettings(max_steps=400))
+    data: DataSettings = field(default_factory=lambda: DataSettings(batch_size=64, max_tokens=None, batch_key="auto"))
     batch: BatchSettings = field(default_factory=lambda: BatchSettings(contrastive_drop=0.8, neighbor_add=1.0))
     contrastive_neighbors: str = "spectral"
     n_neighbors: int = 10
     e1_init: str = "svd"
     state_class_weights: str | tuple[float, float, float] = "auto"
     region_classes: str | None = None
-    closed_bins_per_cell: int | None = 20_000
+    closed_bins_per_cell: int | None = 2_000
+    removed_bins_per_cell: int | None = 1_000
     seed: int = 0
 
     def __post_init__(self):
