@@ -148,7 +148,7 @@ class InferenceSettings:
     seeded by the cell's content and the subset number (:func:`cell_rng`)."""
 
     subset_length: int | None = None
-    n_subsets: int = 4  # CELL_SUBSETS
+    n_subsets: int = CELL_SUBSETS
 
     def __post_init__(self):
         if self.n_subsets < 1:
