@@ -47,7 +47,7 @@ from atacformer.metrics import macro_f1, to_markdown
 MAX_CELLS, MIN_INSERTIONS = 200, 1
 MIN_CELLS = {"snare": 10, "hemato": 5}  # hemato's test donor has 5-16 cells of four of its types
 SETS_PER_GROUP = {"snare": 6, "hemato": 20}  # hemato: 12 (donor, type) groups only
-PRETRAIN_STEPS, FINETUNE_EPOCHS, FINETUNE_LR = 300, 80, 3e-3
+PRETRAIN_STEPS = 300
 N_SUBSETS = [1, 4, 16]  # random subsets averaged per test set (how many are needed)
 MAX_LENGTH = 192  # tokens per sentence, about a single cell's: sets (hundreds to thousands of bins) are read
 # through random subsets of cell size, a fresh one in every training batch, N_SUBSETS averaged at prediction
@@ -184,9 +184,7 @@ def atacformer_predict(model, train: ad.AnnData, test: ad.AnnData, columns: list
     batch), predict the test sets averaging each of ``n_subsets``; ({K: {column: labels}}, fine-tune info)."""
     from atacformer.train import FinetuneRecipe
 
-    recipe = FinetuneRecipe(epochs=FINETUNE_EPOCHS, patience=FINETUNE_EPOCHS, batch_size=16, seed=seed,
-                            train_embeddings=True, monitor="macro_f1")
-    recipe = recipe.replace(optimizer={"lr": FINETUNE_LR}, batch={"keep": None, "mask_fraction": 0.0})
+    recipe = FinetuneRecipe.region_sets(seed)
     t0 = time.perf_counter()
     tuned = af.tl.finetune(train, model, labels_key=columns, recipe=recipe)
     info = train.uns["atacformer_finetune"]

@@ -138,6 +138,14 @@ def test_two_label_columns_train_and_predict(tmp_path, long_model):
     assert "only" in query.obs and query.uns["only"]["classes"] == list(ASSAYS)
 
 
+def test_region_sets_get_the_region_set_recipe_by_default(tmp_path, long_model):
+    ref = read_sets(tmp_path / "ref", n_per_type=4)
+    finetune(ref, long_model, labels_key="cell_type")
+    info, preset = ref.uns["atacformer_finetune"], FinetuneRecipe.region_sets()
+    assert info["monitor"] == preset.monitor == "macro_f1" != FinetuneRecipe().monitor
+    assert len(info["history"]) == preset.epochs  # patience = epochs: no early stop on the toy sets
+
+
 def test_missing_labels_do_not_reach_the_loss(tmp_path, long_model):
     sets = read_sets(tmp_path)
     model = toy_model(max_length=MAX_LENGTH)

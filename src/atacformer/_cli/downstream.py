@@ -51,8 +51,12 @@ def _add_finetune(subparsers) -> None:
                    help="obs column(s) to predict, comma-separated (e.g. cell_type,assay): one head each")
     p.add_argument("--stratify-key", help="obs column (e.g. donor) to stratify the validation split by, too")
     p.add_argument("--trainable-layers", type=int, help="train only the last N encoder layers (default all)")
-    p.add_argument("--epochs", type=int, default=fr.epochs, help="at most this many epochs")
-    p.add_argument("--lr", type=float, default=fr.optimizer.lr, help="learning rate")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"at most this many epochs (default {fr.epochs}; region sets from BED files: "
+                        f"{FinetuneRecipe.region_sets().epochs})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default {fr.optimizer.lr}; region sets: "
+                        f"{FinetuneRecipe.region_sets().optimizer.lr})")
     p.add_argument("--resume", default=None, help="'last' or a checkpoint of an interrupted fine-tune")
     p.add_argument("--seed", type=int, default=fr.seed, help="random seed")
     p.set_defaults(func=_finetune)
@@ -156,13 +160,15 @@ def _refuse_existing(path: str | None, overwrite: bool) -> None:
 
 def _finetune(args: argparse.Namespace) -> int:
     from ..tl import finetune
+    from ..tl.embed import is_region_sets
     from ..train import FinetuneRecipe
 
     if args.resume is None:
         _refuse_existing(str(Path(args.output) / "config.json"), args.overwrite)
     adata, model = _read(args.input), _model(args.model)
-    recipe = FinetuneRecipe(epochs=args.epochs, trainable_layers=args.trainable_layers, seed=args.seed)
-    recipe = recipe.replace(optimizer={"lr": args.lr})
+    base = FinetuneRecipe.region_sets() if is_region_sets(adata) else FinetuneRecipe()
+    recipe = base.replace(epochs=args.epochs or base.epochs, trainable_layers=args.trainable_layers, seed=args.seed,
+                          optimizer={"lr": args.lr or base.optimizer.lr})
     tuned = finetune(adata, model, labels_key=args.labels_key, batch_key=args.stratify_key, recipe=recipe,
                      out_dir=args.output, resume=args.resume)
     tuned.save_pretrained(args.output)

@@ -33,7 +33,7 @@ from ..train import (
 from ..train.batcher import adata_cells, check_adata
 from ..train.engine import fingerprint, load_checkpoint, resume_checked, world_size
 from ..train.tuning import dropout_rate, freeze
-from .embed import n_subsets_for
+from .embed import is_region_sets, n_subsets_for
 from .mnn import unit_rows
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,8 @@ def finetune(
     batch_key
         Also stratify the validation split by this ``obs`` column.
     recipe
-        :class:`~atacformer.train.FinetuneRecipe` (epochs, rates, augmentation, early stopping).
+        :class:`~atacformer.train.FinetuneRecipe` (epochs, rates, augmentation, early stopping). None =
+        the defaults for cells, :meth:`FinetuneRecipe.region_sets` for rows read from BED files.
     out_dir
         Run folder for checkpoints (one per epoch) and logs, for ``resume``; None = a temporary folder.
     resume
@@ -143,7 +144,7 @@ def finetune(
     the mean over the columns and per column), ``labels_key`` (the columns), ``heads`` (column →
     classes), ``classes`` (of the first column), ``best_epoch``, ``best_val_loss``, ``n_train``, ``n_val``.
     """
-    r = recipe or FinetuneRecipe()
+    r = recipe or (FinetuneRecipe.region_sets() if is_region_sets(adata) else FinetuneRecipe())
     columns = label_columns(labels_key)
     check_adata(adata, model)
     L.seed_everything(r.seed, verbose=False)  # new heads and everything after depend on the recipe's seed only
