@@ -160,15 +160,15 @@ def _refuse_existing(path: str | None, overwrite: bool) -> None:
 
 def _finetune(args: argparse.Namespace) -> int:
     from ..tl import finetune
-    from ..tl.embed import is_region_sets
-    from ..train import FinetuneRecipe
+    from ..tl.annotate import default_recipe
 
     if args.resume is None:
         _refuse_existing(str(Path(args.output) / "config.json"), args.overwrite)
     adata, model = _read(args.input), _model(args.model)
-    base = FinetuneRecipe.region_sets() if is_region_sets(adata) else FinetuneRecipe()
-    recipe = base.replace(epochs=args.epochs or base.epochs, trainable_layers=args.trainable_layers, seed=args.seed,
-                          optimizer={"lr": args.lr or base.optimizer.lr})
+    base = default_recipe(adata)
+    recipe = base.replace(epochs=base.epochs if args.epochs is None else args.epochs, seed=args.seed,
+                          trainable_layers=args.trainable_layers,
+                          optimizer={"lr": base.optimizer.lr if args.lr is None else args.lr})
     tuned = finetune(adata, model, labels_key=args.labels_key, batch_key=args.stratify_key, recipe=recipe,
                      out_dir=args.output, resume=args.resume)
     tuned.save_pretrained(args.output)

@@ -105,6 +105,12 @@ def _history(log_dir: Path, steps_per_epoch: int, columns: list[str]) -> pd.Data
     return out.rename(columns=names)
 
 
+def default_recipe(adata: AnnData) -> FinetuneRecipe:
+    """The fine-tuning defaults for ``adata``: :meth:`FinetuneRecipe.region_sets` for rows read from BED files
+    (:func:`~atacformer.tl.embed.is_region_sets`), else ``FinetuneRecipe()``."""
+    return FinetuneRecipe.region_sets() if is_region_sets(adata) else FinetuneRecipe()
+
+
 def finetune(
     adata: AnnData, model: Atacformer, *, labels_key: str | Sequence[str] = "cell_type",
     batch_key: str | None = None, recipe: FinetuneRecipe | None = None, out_dir: str | Path | None = None,
@@ -126,8 +132,7 @@ def finetune(
     batch_key
         Also stratify the validation split by this ``obs`` column.
     recipe
-        :class:`~atacformer.train.FinetuneRecipe` (epochs, rates, augmentation, early stopping). None =
-        the defaults for cells, :meth:`FinetuneRecipe.region_sets` for rows read from BED files.
+        :class:`~atacformer.train.FinetuneRecipe` (epochs, rates, augmentation, ...); None = :func:`default_recipe`.
     out_dir
         Run folder for checkpoints (one per epoch) and logs, for ``resume``; None = a temporary folder.
     resume
@@ -144,7 +149,7 @@ def finetune(
     the mean over the columns and per column), ``labels_key`` (the columns), ``heads`` (column →
     classes), ``classes`` (of the first column), ``best_epoch``, ``best_val_loss``, ``n_train``, ``n_val``.
     """
-    r = recipe or (FinetuneRecipe.region_sets() if is_region_sets(adata) else FinetuneRecipe())
+    r = recipe or default_recipe(adata)
     columns = label_columns(labels_key)
     check_adata(adata, model)
     L.seed_everything(r.seed, verbose=False)  # new heads and everything after depend on the recipe's seed only
