@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from atacformer.genome import Genome
 from atacformer.train import AtacformerDataModule, BatchSettings, DataSettings, PretrainRecipe, read_metrics
 from atacformer.train.pretrain import set_view_neighbors
-from atacformer.train.priors import grouped_neighbors
+from atacformer.train.priors import cell_neighbors, group_mixing, grouped_neighbors, separated_groups
 from atacformer.train.stream import group_cells
 
 from .conftest import TOY_SIZES, binned_adata
@@ -84,3 +84,62 @@ def test_pretrain_with_batch_key_trains_and_resumes_exactly(tmp_path, one_thread
     run_pretrain(adata, out_dir=tmp_path / "res", resume=tmp_path / "full" / "checkpoints" / "step=2.ckpt", **kw)
     a, b = read_metrics(tmp_path / "full" / "logs"), read_metrics(tmp_path / "res" / "logs")
     np.testing.assert_array_equal(a[a["step"] >= 2]["train/loss"].to_numpy(), b["train/loss"].to_numpy())
+
+
+def _mixed_and_apart(seed: int = 0):
+    """Groups "big" (40 cells) and "small" (6) draw types A/B from the same bins (no batch effect); group
+    "apart" (20) opens other bins altogether (a batch effect the kNN graph cannot miss)."""
+    rng = np.random.default_rng(seed)
+    groups = np.array(["big"] * 40 + ["small"] * 6 + ["apart"] * 20)
+    kind = np.r_[np.arange(40) % 2, np.arange(6) % 2, np.arange(20) % 2]
+    X = (rng.random((66, 200)) < 0.03).astype(np.float32)
+    for i, (g, t) in enumerate(zip(groups, kind, strict=True)):
+        start = (120 if g == "apart" else 0) + 40 * t
+        X[i, start:start + 40] = rng.random(40) < 0.5
+    return sp.csr_matrix(X), groups, kind
+
+
+def test_groups_search_within_themselves_only_where_the_graph_keeps_them_apart():
+    X, groups, kind = _mixed_and_apart()
+    everyone = cell_neighbors(X, 5, method="tfidf")
+    mixing = group_mixing(everyone, groups)
+    assert mixing["apart"] == 0.0 and mixing["big"] > 0.5 and mixing["small"] > 0.5
+    assert separated_groups(everyone, groups) == ["apart"]
+    within = grouped_neighbors(X, groups, 5, method="tfidf")
+    auto = grouped_neighbors(X, groups, 5, method="tfidf", within=["apart"])
+    small, apart = groups == "small", groups == "apart"
+    assert (groups[within[small]] == "small").all()  # 6 cells of 2 types: the 5 neighbours cross types
+    assert (kind[within[small]] != kind[small][:, None]).mean() > 0.3
+    assert (groups[auto[small]] == "big").mean() > 0.5  # pooled: the small group borrows from the big one,
+    assert (kind[auto[small]] == kind[small][:, None]).mean() > 0.9  # from the same type
+    assert (groups[auto[apart]] == "apart").all() and (auto[apart] == within[apart]).all()
+    assert not (auto == np.arange(66)[:, None]).any()
+    assert (grouped_neighbors(X, groups, 5, method="tfidf", within=[]) == everyone).all()
+
+
+def _module(X, groups, scope):
+    obs = pd.DataFrame({"sample": groups}, index=[f"c{i}" for i in range(X.shape[0])])
+    bins = Genome.from_chrom_sizes(TOY_SIZES, name="toy").bins(5000)
+    adata = binned_adata(sp.hstack([X, sp.csr_matrix((X.shape[0], bins.n_bins - X.shape[1]))]).tocsr(), bins, obs)
+    dm = AtacformerDataModule(adata, data=DataSettings(batch_size=4, val_fraction=0.0, batch_key="sample"), seed=0)
+    dm.batch = BatchSettings(contrastive_drop=0.5, neighbor_add=1.0)
+    set_view_neighbors(dm, PretrainRecipe(contrastive_neighbors="tfidf", n_neighbors=5, neighbor_scope=scope))
+    return dm
+
+
+def test_auto_scope_keeps_batches_by_sample_only_while_a_sample_stands_apart():
+    X, groups, _ = _mixed_and_apart()
+    dm = _module(X, groups, "auto")
+    assert dm.groups is not None  # "apart" stands apart: batches still hold one sample
+    codes = dm.groups
+    table = dm.neighbors.table
+    assert (codes[table[groups == "apart"]] == codes[groups == "apart"][0]).all()
+    assert (groups[table[groups == "small"]] == "big").mean() > 0.5
+    mixed = groups != "apart"
+    dm = _module(X[mixed], groups[mixed], "auto")
+    assert dm.groups is None  # no sample stands apart: nothing for one-sample batches to correct
+    assert (dm.neighbors.table == cell_neighbors(X[mixed], 5, method="tfidf")).all()
+    dm = _module(X[mixed], groups[mixed], "group")
+    assert dm.groups is not None and (groups[mixed][dm.neighbors.table[groups[mixed] == "small"]] == "small").all()
+    with pytest.raises(ValueError, match="neighbor_scope"):
+        PretrainRecipe(neighbor_scope="batch")

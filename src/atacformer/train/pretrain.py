@@ -37,7 +37,7 @@ from .engine import (
     resume_path,
 )
 from .plans import PretrainPlan
-from .priors import balanced_state_weights, grouped_neighbors, svd_bin_embeddings
+from .priors import balanced_state_weights, cell_neighbors, grouped_neighbors, separated_groups, svd_bin_embeddings
 from .recipes import PretrainRecipe
 
 log = logging.getLogger(__name__)
@@ -128,17 +128,29 @@ def init_from_data(model: Atacformer, data: AtacformerDataModule, recipe: Pretra
 
 
 def set_view_neighbors(data: AtacformerDataModule, recipe: PretrainRecipe) -> None:
-    """Contrastive views borrow bins from each cell's nearest neighbours (within its ``batch_key`` group)."""
+    """Contrastive views borrow bins from each cell's nearest neighbours, searched as ``recipe.neighbor_scope``
+    says. ``"auto"``: a kNN graph over all cells first; groups it keeps apart (a batch effect,
+    :func:`~.priors.separated_groups`) search within themselves, the others among each other; when no group
+    stands apart, batches stop holding one group too (``data.groups`` = None: nothing to correct)."""
     if data.adata is None or recipe.batch.contrastive_drop is None or recipe.batch.neighbor_add <= 0:
         return
     X = data._cells.X
     if X.shape[0] < 2:
         return
-    groups = data.groups if data.groups is not None else np.zeros(X.shape[0], dtype=np.int64)
-    log.info("contrastive views: %d nearest neighbours (%s) of %d cells", recipe.n_neighbors,
-             recipe.contrastive_neighbors, X.shape[0])
-    data.set_neighbors(grouped_neighbors(X, groups, recipe.n_neighbors, method=recipe.contrastive_neighbors,
-                                         seed=recipe.seed))
+    k, method, scope = recipe.n_neighbors, recipe.contrastive_neighbors, recipe.neighbor_scope
+    log.info("contrastive views: %d nearest neighbours (%s, scope %s) of %d cells", k, method, scope, X.shape[0])
+    groups, within = data.groups, None
+    if groups is None or scope == "all":
+        groups, within = np.zeros(X.shape[0], dtype=np.int64), []
+    elif scope == "auto":
+        everyone = cell_neighbors(X, k, method=method, seed=recipe.seed)
+        within = separated_groups(everyone, groups)
+        if not within:
+            log.info("no batch_key group stands apart from the others: batches and neighbours span all cells")
+            data.groups = None
+            data.set_neighbors(everyone[:, np.arange(k) % everyone.shape[1]])
+            return
+    data.set_neighbors(grouped_neighbors(X, groups, k, method=method, seed=recipe.seed, within=within))
 
 
 def _init_model(init: Atacformer | str | Path) -> Atacformer:

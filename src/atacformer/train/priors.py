@@ -83,21 +83,55 @@ def cell_neighbors(X: sp.spmatrix, k: int, *, method: str = "tfidf", n_comps: in
     return nn.kneighbors(return_distance=False)  # (n, k): without X, each point's neighbours exclude itself
 
 
-def grouped_neighbors(X: sp.spmatrix, groups: np.ndarray, k: int, *, method: str = "tfidf", n_comps: int = 30,
-                      seed: int = 0) -> np.ndarray:
-    """(n_cells, k) nearest neighbours of each cell among the cells of its own group (:func:`cell_neighbors`
-    on each group). A group of fewer than k + 1 cells repeats its neighbours to fill k columns (a cell
-    alone is its own neighbour); groups of fewer than 8 cells use ``"tfidf"`` (too few for an embedding)."""
-    X = sp.csr_matrix(X)
-    out = np.empty((X.shape[0], k), dtype=np.int64)
+def group_mixing(neighbors: np.ndarray, groups: np.ndarray) -> dict:
+    """Per group: the share of its cells' neighbours (rows of ``neighbors``, a kNN graph over all cells) that
+    belong to other groups, over the share expected if the groups were mixed at random (1 − n_g / n).
+    About 1 = the group's cells mix with the others; 0 = the graph keeps the group apart (a batch effect)."""
+    out = {}
     for g in np.unique(groups):
-        members = np.flatnonzero(groups == g)
-        if len(members) == 1:
-            out[members] = members[0]
-            continue
-        m = method if len(members) >= 8 else "tfidf"
-        local = cell_neighbors(X[members], k, method=m, n_comps=n_comps, seed=seed)  # (n_g, min(k, n_g - 1))
-        out[members] = members[local[:, np.arange(k) % local.shape[1]]]  # cycle to k columns
+        members = groups == g
+        expected = 1.0 - members.mean()
+        out[g] = float((groups[neighbors[members]] != g).mean() / expected) if expected > 0 else 1.0
+    return out
+
+
+def separated_groups(neighbors: np.ndarray, groups: np.ndarray, *, min_mixing: float = 0.5) -> list:
+    """The groups that a kNN graph over all cells (``neighbors``) keeps apart: :func:`group_mixing` below
+    ``min_mixing`` (a batch effect), logged with every group's mixing."""
+    mixing = group_mixing(neighbors, groups)
+    log.info("mixing of the batch_key groups in the kNN graph (1 = mixed, 0 = apart): %s",
+             ", ".join(f"{g}: {m:.2f}" for g, m in mixing.items()))
+    return [g for g, m in mixing.items() if m < min_mixing]
+
+
+def grouped_neighbors(X: sp.spmatrix, groups: np.ndarray, k: int, *, method: str = "tfidf", n_comps: int = 30,
+                      seed: int = 0, within=None) -> np.ndarray:
+    """(n_cells, k) nearest neighbours of each cell (:func:`cell_neighbors`): a cell of a group in ``within``
+    (default: every group) among the cells of its own group, so that a view never borrows another sample's
+    batch effect; a cell of any other group among the cells of all those other groups.
+
+    A group of fewer than k + 1 cells repeats its neighbours to fill k columns (a cell alone is its own
+    neighbour); groups of fewer than 8 cells use ``"tfidf"`` (too few for an embedding)."""
+    X, groups = sp.csr_matrix(X), np.asarray(groups)
+    within = np.unique(groups) if within is None else np.asarray(list(within), dtype=groups.dtype)
+    out = np.empty((X.shape[0], k), dtype=np.int64)
+    pooled = np.flatnonzero(~np.isin(groups, within))
+    if len(pooled):
+        _fill(out, pooled, X, k, method, n_comps, seed)
+    for g in within:
+        _fill(out, np.flatnonzero(groups == g), X, k, method, n_comps, seed)
+    return out
+
+
+def _fill(out: np.ndarray, members: np.ndarray, X: sp.csr_matrix, k: int, method: str, n_comps: int,
+          seed: int) -> np.ndarray:
+    """Rows ``members`` of ``out``: each member's k nearest neighbours among ``members`` (cycled to k columns)."""
+    if len(members) == 1:
+        out[members] = members[0]
+        return out
+    m = method if len(members) >= 8 else "tfidf"
+    local = cell_neighbors(X[members], k, method=m, n_comps=n_comps, seed=seed)  # (n_g, min(k, n_g - 1))
+    out[members] = members[local[:, np.arange(k) % local.shape[1]]]
     return out
 
 

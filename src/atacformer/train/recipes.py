@@ -69,6 +69,12 @@ class PretrainRecipe(_Recipe):
         (cosine kNN of the training cells, within each ``batch_key`` group; in-memory inputs only).
     n_neighbors
         Neighbours per cell for the views (one is drawn per view).
+    neighbor_scope
+        Where a cell's neighbours are searched: ``"group"`` = within its ``batch_key`` group, ``"all"`` = among
+        all cells, ``"auto"`` = within its group only when a kNN graph over all cells keeps the group apart (a
+        batch effect), else among all cells; when no group stands apart, batches mix the groups too (there is no
+        batch effect for them to hide). A small sample's cells then borrow from their own type in a larger
+        sample instead of from other types of their own (:func:`~atacformer.train.pretrain.set_view_neighbors`).
     e1_init
         ``"svd"``: bin-ID rows start from the TF-IDF SVD loadings of the training cells (in-memory
         inputs; corpus folders fall back to ``"random"``).
@@ -102,6 +108,7 @@ class PretrainRecipe(_Recipe):
     batch: BatchSettings = field(default_factory=lambda: BatchSettings(contrastive_drop=0.8, neighbor_add=1.0))
     contrastive_neighbors: str = "spectral"
     n_neighbors: int = 10
+    neighbor_scope: str = "auto"
     e1_init: str = "svd"
     state_class_weights: str | tuple[float, float, float] = "auto"
     region_classes: str | None = None
@@ -113,6 +120,8 @@ class PretrainRecipe(_Recipe):
         if self.contrastive_neighbors not in ("tfidf", "lsi", "spectral") or self.n_neighbors < 1:
             raise ValueError(f"contrastive_neighbors must be 'tfidf', 'lsi' or 'spectral' and n_neighbors >= 1, "
                              f"got {self.contrastive_neighbors!r}, {self.n_neighbors}")
+        if self.neighbor_scope not in ("auto", "group", "all"):
+            raise ValueError(f"neighbor_scope must be 'auto', 'group' or 'all', got {self.neighbor_scope!r}")
         if self.e1_init not in ("random", "svd"):
             raise ValueError(f"e1_init must be 'random' or 'svd', got {self.e1_init!r}")
 
