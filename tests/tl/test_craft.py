@@ -114,6 +114,24 @@ def test_craft_run_resumes_exactly(pairs, encoder, tmp_path):
     assert weights_digest(full) == weights_digest(resumed)
 
 
+def test_validation_keeps_the_best_checks_weights_and_stops_early(pairs, encoder, tmp_path):
+    _, bins, rna = pairs
+    recipe = CraftRecipe.quick(max_steps=40).replace(val_fraction=0.25, patience=2,
+                                                     trainer={"val_every_n_steps": 2}, optimizer={"lr": 3e-2})
+    craft = craft_train(bins, rna, model=encoder, recipe=recipe, out_dir=tmp_path / "run")
+    logs = read_metrics(tmp_path / "run" / "logs")
+    val = logs.dropna(subset=["val/loss"])
+    best_step = int(val.loc[val["val/loss"].idxmin(), "step"])
+    assert logs["step"].max() < 39  # stopped: 2 checks without improvement
+    assert logs["step"].max() >= best_step + 2 * 2 - 1
+    ckpt = torch.load(tmp_path / "run" / "best" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == best_step + 1  # the best check's weights ...
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+    for k, v in craft.state_dict().items():  # ... are the returned ones (not the last step's)
+        if not k.startswith("atac."):
+            torch.testing.assert_close(v, state[k], msg=k)
+
+
 def test_pairing_by_obs_names(pairs):
     _, bins, rna = pairs
     shuffled = rna[::-1][:100]
