@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import anndata as ad
+import torch
 
 from atacformer._snareseq import snareseq
 from atacformer.metrics import to_markdown
@@ -56,6 +57,12 @@ def pretrain_encoder(s: PairedSplit, *, steps: int, out_dir: Path, seed: int = 0
     return pretrain(atac, out_dir=out_dir, recipe=recipe, overwrite=True)
 
 
+def best_step(run: Path) -> int | None:
+    """The training step whose weights CRAFT kept (its best validation check), if it validated."""
+    path = run / "best" / "best.ckpt"
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"]) if path.exists() else None
+
+
 def run_craft(s: PairedSplit, tables: Tables, variants: list[str], *, steps: int | None, pretrain_steps: int,
               seed: int = 0) -> None:
     """Pretrain the ATAC encoder once, then train and score each CRAFT variant from it."""
@@ -73,9 +80,11 @@ def run_craft(s: PairedSplit, tables: Tables, variants: list[str], *, steps: int
             _, rows, _ = train_and_score(s, model=encoder, recipe=recipe, out_dir=Path(tmp) / name,
                                          method=f"CRAFT ({name})")
             seconds[name] = round(time.perf_counter() - t, 1)
+            tables.info.setdefault("best_step", {})[name] = best_step(Path(tmp) / name)
             tables.extend(rows)
             a, (head, knn), lab = rows.alignment[0], rows.imputation, rows.labels[0]
-            print(f"{name}: {seconds[name]} s  FOSCTTM {a['FOSCTTM']:.3f}  per-gene r head {head['per-gene r']:.3f} "
+            print(f"{name}: {seconds[name]} s (weights of step {tables.info['best_step'][name]})  "
+                  f"FOSCTTM {a['FOSCTTM']:.3f}  per-gene r head {head['per-gene r']:.3f} "
                   f"joint kNN {knn['per-gene r']:.3f}  macro-F1 coarse {lab['coarse macro-F1']:.3f} "
                   f"fine {lab['fine macro-F1']:.3f}", flush=True)
 
