@@ -7,8 +7,9 @@ import pytest
 import torch
 from scipy import stats
 
+from atacformer.metrics.alignment import foscttm
 from atacformer.models import Atacformer, AtacformerConfig, collate_cells
-from atacformer.models.craft import CraftConfig, CraftModel, clip_loss, nb_nll
+from atacformer.models.craft import CraftConfig, CraftModel, batch_foscttm, clip_loss, nb_nll
 from atacformer.models.rna import RnaEncoderConfig
 
 N_TYPES, N_GENES = 4, 20
@@ -163,3 +164,13 @@ def test_loss_decreases_on_a_toy_paired_problem(toy_vocab):
     own = np.array([imp[i, 5 * t:5 * t + 5].mean() for i, t in enumerate(types)])
     other = np.array([np.delete(imp[i], np.s_[5 * t:5 * t + 5]).mean() for i, t in enumerate(types)])
     assert (own > other).mean() > 0.9
+
+
+def test_batch_foscttm_matches_the_metric_and_its_bounds():
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(40, 8, generator=g), dim=-1)
+    y = torch.nn.functional.normalize(x + 0.8 * torch.randn(40, 8, generator=g), dim=-1)
+    got = float(batch_foscttm(x @ y.T))
+    assert got == pytest.approx(foscttm(x.numpy(), y.numpy())["mean"], abs=1e-6)
+    assert 0.0 < got < 0.5
+    assert float(batch_foscttm(x @ x.T)) == 0.0  # every partner is its own nearest

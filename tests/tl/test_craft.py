@@ -120,8 +120,8 @@ def test_validation_keeps_the_best_checks_weights_and_stops_early(pairs, encoder
                                                      trainer={"val_every_n_steps": 2}, optimizer={"lr": 3e-2})
     craft = craft_train(bins, rna, model=encoder, recipe=recipe, out_dir=tmp_path / "run")
     logs = read_metrics(tmp_path / "run" / "logs")
-    val = logs.dropna(subset=["val/loss"])
-    best_step = int(val.loc[val["val/loss"].idxmin(), "step"])
+    val = logs.dropna(subset=["val/foscttm"])
+    best_step = int(val.loc[val["val/foscttm"].idxmin(), "step"])
     assert logs["step"].max() < 39  # stopped: 2 checks without improvement
     assert logs["step"].max() >= best_step + 2 * 2 - 1
     ckpt = torch.load(tmp_path / "run" / "best" / "best.ckpt", map_location="cpu", weights_only=False)

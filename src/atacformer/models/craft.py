@@ -98,6 +98,14 @@ def clip_loss(z_atac: torch.Tensor, z_rna: torch.Tensor, logit_scale: torch.Tens
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def batch_foscttm(sim: torch.Tensor) -> torch.Tensor:
+    """() FOSCTTM of a batch from its (B, B) similarities of L2-normalised pairs (row i, column i: one cell):
+    the share of other cells more similar than the true partner, averaged over both directions."""
+    true = sim.diagonal()  # (B,)
+    closer = (sim > true[:, None]).float().sum() + (sim > true[None, :]).float().sum()
+    return closer / (2 * sim.shape[0] * max(sim.shape[0] - 1, 1))
+
+
 def nb_nll(counts: torch.Tensor, mu: torch.Tensor, log_theta: torch.Tensor) -> torch.Tensor:
     """Mean negative-binomial negative log-likelihood: counts (B, G), mean mu (B, G), log dispersion (G,)."""
     theta = log_theta.exp()
