@@ -5,6 +5,7 @@ import json
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -22,7 +23,7 @@ from atacformer.tl.craft import (
 )
 from atacformer.tokenize.vocab import BinVocab
 from atacformer.train import read_metrics, weights_digest
-from atacformer.train.craft import CraftRecipe
+from atacformer.train.craft import CraftRecipe, library_split
 
 N_CELLS = 120
 
@@ -130,6 +131,17 @@ def test_validation_keeps_the_best_checks_weights_and_stops_early(pairs, encoder
     for k, v in craft.state_dict().items():  # ... are the returned ones (not the last step's)
         if not k.startswith("atac."):
             torch.testing.assert_close(v, state[k], msg=k)
+
+
+def test_validation_holds_out_whole_libraries_when_there_are_several():
+    obs = pd.DataFrame({"batch": np.repeat(list("ABCDEF"), [100, 120, 90, 80, 110, 100])})
+    train, val = library_split(obs, 0.25, seed=0)
+    held = set(obs["batch"].iloc[val])
+    assert len(val) >= 0.25 * len(obs) and not held & set(obs["batch"].iloc[train])  # whole libraries
+    assert len(set(obs["batch"].iloc[train])) >= 2
+    assert library_split(obs, 0.9, seed=0)[0].size > 0  # two libraries always stay for training
+    assert library_split(obs.assign(batch="A"), 0.25) is None  # one library: random cells instead
+    assert library_split(obs, 0.0) is None
 
 
 def test_pairing_by_obs_names(pairs):

@@ -26,7 +26,7 @@ from ..models import PackedBatch
 from ..models.craft import CraftConfig, CraftModel, batch_foscttm
 from ..models.rna import RnaEncoderConfig, gene_scale
 from .batcher import BatchSettings
-from .data import AtacformerDataModule, DataSettings
+from .data import AUTO_BATCH_KEYS, AtacformerDataModule, DataSettings
 from .engine import (
     OptimizerSettings,
     TrainerSettings,
@@ -68,10 +68,12 @@ class CraftRecipe(_Recipe):
     batch
         How ATAC sentences are made (masking, depth augmentation ``keep``).
     val_fraction
-        Random share of paired cells held out for validation (0 = none): validated 10 times over the run, and
-        the weights of the check with the lowest validation FOSCTTM (in-batch) are the ones returned (CRAFT
-        overfits its training cells; the validation InfoNCE loss is no guide: it rises from the first checks
-        as the learned temperature sharpens, while partner retrieval still improves).
+        Share of paired cells held out for validation (0 = none): whole libraries when the ATAC ``obs`` has a
+        ``batch``/``sample``/``library``/``donor`` column with ≥ 3 values (the first such; libraries in a seeded
+        random order until the share is reached), else random cells. Validated 10 times over the run; the
+        weights of the check with the lowest validation FOSCTTM (in-batch) are the ones returned. CRAFT's
+        alignment of libraries it has not seen is best early and then degrades while cells of its training
+        libraries keep aligning better, so only unseen libraries tell when to stop.
     patience
         Stop after this many validation checks without improvement (None = run ``max_steps``).
     trainable_layers, train_embeddings
@@ -217,6 +219,25 @@ def _freeze(model: CraftModel, recipe: CraftRecipe) -> None:
     model.atac.heads.requires_grad_(False)  # label heads: not trained by the contrastive objective
 
 
+def library_split(obs, fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """(train rows, validation rows) holding out whole libraries — of the first ``obs`` column of
+    :data:`~atacformer.train.data.AUTO_BATCH_KEYS` with ≥ 3 values — in a seeded random order until at least
+    ``fraction`` of the cells (two libraries always stay for training); None = no such column (split cells)."""
+    key = next((k for k in AUTO_BATCH_KEYS if k in obs and not obs[k].isna().any() and obs[k].nunique() >= 3), None)
+    if key is None or fraction <= 0:
+        return None
+    values = obs[key].astype(str).to_numpy()
+    held, n = [], 0
+    for lib in np.random.default_rng([seed, 11]).permutation(np.unique(values))[:-2]:
+        held.append(lib)
+        n += int((values == lib).sum())
+        if n >= fraction * len(values):
+            break
+    val = np.isin(values, held)
+    log.info("CRAFT validation: %s %s (%d cells)", key, ", ".join(held), int(val.sum()))
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
 def _best_checkpoint(out_dir: Path, recipe: CraftRecipe) -> list:
     """Callbacks that keep the weights of the lowest ``val/foscttm`` (and stop after ``recipe.patience`` checks
     without improvement); none without validation cells."""
@@ -264,7 +285,8 @@ def fit_craft(model: CraftModel, atac: ad.AnnData, rna: sp.spmatrix, *, recipe: 
     model = copy.deepcopy(model).train()
     data = PairedDataModule(atac, rna,
                             data=DataSettings(batch_size=recipe.batch_size, val_fraction=recipe.val_fraction),
-                            batch=recipe.batch, max_length=model.atac.config.max_length, seed=recipe.seed)
+                            batch=recipe.batch, max_length=model.atac.config.max_length, seed=recipe.seed,
+                            split=library_split(atac.obs, recipe.val_fraction, seed=recipe.seed))
     run_info = {"task": "craft", "data": fingerprint(data.fingerprint()),
                 "recipe": fingerprint({k: v for k, v in recipe.to_dict().items() if k not in ("trainer", "pretrain")})}
     if ckpt_path is not None:
