@@ -1,5 +1,7 @@
 """``atacformer pretrain`` → ``atacformer embed`` round trip on a tiny synthetic .h5ad."""
 
+import logging
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -51,3 +53,20 @@ def test_cli_pretrain_batch_key(tmp_path, make_toy, capsys):
     assert (tmp_path / "m" / "model.safetensors").exists()
     assert main([*base, "--batch-key", "donor", "-o", str(tmp_path / "m2")]) == 2
     assert "'donor' is not an obs column" in capsys.readouterr().err
+
+
+def test_cli_pretrain_neighbor_scope(tmp_path, make_toy, caplog):
+    adata = make_toy(24)
+    adata.obs["sample"] = np.where(np.arange(24) < 12, "s1", "s2")  # the same cell types: the samples mix
+    cells = tmp_path / "cells.h5ad"
+    adata.write_h5ad(cells)
+    base = ["pretrain", str(cells), "--set", "n_layers=1", "--set", "contrastive_weight=1.0", "--max-steps", "1",
+            "--batch-size", "6", "--workers", "0", "--accelerator", "cpu", "--no-progress", "--val-fraction", "0",
+            "--batch-key", "sample"]
+    with caplog.at_level(logging.INFO, logger="atacformer"):
+        assert main([*base, "-o", str(tmp_path / "auto")]) == 0
+    assert "no batch_key group stands apart" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="atacformer"):
+        assert main([*base, "--neighbor-scope", "group", "-o", str(tmp_path / "group")]) == 0
+    assert "scope group" in caplog.text and "stands apart" not in caplog.text

@@ -60,6 +60,10 @@ def _add_pretrain(subparsers) -> None:
     p.add_argument("--batch-key", default=r.data.batch_key, metavar="COLUMN",
                    help="obs column of an .h5ad input naming samples/libraries: each training batch holds one of them; "
                         "'auto' = the first of obs batch/sample/library/donor with >= 2 values; 'none' = mix all")
+    p.add_argument("--neighbor-scope", default=r.neighbor_scope, choices=["auto", "group", "all"],
+                   help="where the contrastive views' neighbours are searched: within each --batch-key group, among "
+                        "all cells, or 'auto' = within a group only if a kNN graph over all cells keeps it apart "
+                        "(then batches hold one group only while some group stands apart)")
     p.add_argument("--accumulate", type=int, default=r.trainer.accumulate_grad_batches, help="gradient accumulation")
     p.add_argument("--grad-clip", type=float, default=r.trainer.gradient_clip_val, help="gradient norm clip")
     p.add_argument("--val", nargs="+", default=None, metavar="CORPUS", help="validation corpus folder(s)")
@@ -134,7 +138,8 @@ def _recipe(args, overrides: dict):
     """The PretrainRecipe of the command line (defaults = the recipe's)."""
     from ..train import PretrainRecipe
 
-    r = PretrainRecipe(preset=args.preset, seed=args.seed, region_classes=args.region_classes)
+    r = PretrainRecipe(preset=args.preset, seed=args.seed, region_classes=args.region_classes,
+                       neighbor_scope=args.neighbor_scope)
     flags = {k: v for k, v in (("decoder", args.decoder),
                                ("contrastive_decoder_weight", args.contrastive_decoder_weight))
              if v is not None}
